@@ -1,0 +1,139 @@
+"""A disclosure request as the engine sees it after the boundary: typed values, no raw dicts.
+
+:func:`parse_request` turns a partner's JSON (DESIGN.md section 5) into a
+:class:`DisclosureRequest`, or raises :class:`~legal_bases.errors.InvalidRequestError` listing
+every bad field. The receipt date is an explicit argument: the law applies as of the request's
+``reference_date``, which defaults to the day of receipt, and nothing here reads today's date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from legal_bases.errors import FieldError, InvalidRequestError
+from legal_bases.identifiers import mask
+from legal_bases.validator import thread_validator
+from legal_bases.vocabulary import AuthorisationKind, Category, Purpose, SubjectIdType
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A data subject named in a request. Its repr masks the number, so it cannot leak into logs."""
+
+    id_type: SubjectIdType
+    number: str
+
+    def __repr__(self) -> str:
+        return f"Subject({self.id_type.value}={mask(self.number)})"
+
+    __str__ = __repr__
+
+    @property
+    def masked(self) -> str:
+        """The number with all but its last three digits hidden, for people to recognise it."""
+        return mask(self.number)
+
+
+@dataclass(frozen=True, slots=True)
+class Authorisation:
+    """An authorisation sent with a request, such as the rechter-commissaris's machtiging."""
+
+    kind: AuthorisationKind
+    reference: str
+    issued_on: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRequest:
+    """A valid request: what is asked, of whom, under which ground, for what purpose, as of when."""
+
+    reference: str
+    legal_basis: str
+    purpose: Purpose
+    reference_date: date
+    subjects: tuple[Subject, ...]
+    categories: tuple[Category, ...]
+    case_reference: str | None = None
+    authorisations: tuple[Authorisation, ...] = ()
+    due_date: date | None = None
+
+    @property
+    def authorisation_kinds(self) -> frozenset[AuthorisationKind]:
+        return frozenset(a.kind for a in self.authorisations)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRequest:
+    """A submission that failed validation; :func:`~legal_bases.assessment.assess` rejects it."""
+
+    errors: tuple[FieldError, ...]
+    legal_basis: str | None = None
+
+
+_SUBJECT_TYPES = {"bsn": SubjectIdType.BSN, "onderwijsnummer": SubjectIdType.ONDERWIJSNUMMER}
+
+
+def validation_errors(raw: object) -> list[FieldError]:
+    """Every problem with a submitted request body, or an empty list if it is valid."""
+    if not isinstance(raw, dict):
+        return [FieldError("", "wrong_type", "a request must be a JSON object")]
+    validator = thread_validator("request")
+    if validator.validate(raw, normalize=False):
+        errors: list[FieldError] = []
+    else:
+        errors = validator.field_errors()
+    due, ref = raw.get("due_date"), raw.get("reference_date")
+    if not errors and isinstance(due, str) and isinstance(ref, str) and due < ref:
+        errors.append(FieldError("due_date", "before_reference_date",
+                                 "must not be before reference_date"))
+    return errors
+
+
+def parse_request(raw: object, *, received_on: date) -> DisclosureRequest:
+    """Validate a submitted request body and return it as typed values.
+
+    Raises :class:`InvalidRequestError` naming every bad field. A category listed twice counts
+    once; a subject listed twice is one subject. ``reference_date`` defaults to ``received_on``.
+    """
+    errors = validation_errors(raw)
+    if errors:
+        raise InvalidRequestError(errors)
+    assert isinstance(raw, dict)  # validation_errors() refused anything else
+    subjects: dict[tuple[str, str], Subject] = {}
+    for item in raw["subjects"]:
+        (key, number), = item.items()
+        if (key, number) not in subjects:
+            subjects[(key, number)] = Subject(_SUBJECT_TYPES[key], number)
+    reference_date = raw.get("reference_date")
+    due_date = raw.get("due_date")
+    return DisclosureRequest(
+        reference=raw["reference"],
+        legal_basis=raw["legal_basis"],
+        purpose=Purpose(raw["purpose"]),
+        reference_date=date.fromisoformat(reference_date) if reference_date else received_on,
+        subjects=tuple(subjects.values()),
+        categories=tuple(sorted({Category(c) for c in raw["categories"]})),
+        case_reference=raw.get("case_reference"),
+        authorisations=tuple(_authorisation(a) for a in raw.get("authorisations") or ()),
+        due_date=date.fromisoformat(due_date) if due_date else None,
+    )
+
+
+def _authorisation(raw: dict[str, Any]) -> Authorisation:
+    issued_on = raw.get("issued_on")
+    return Authorisation(
+        kind=AuthorisationKind(raw["kind"]),
+        reference=raw["reference"],
+        issued_on=date.fromisoformat(issued_on) if issued_on else None,
+    )
+
+
+def read_request(raw: object, *, received_on: date) -> DisclosureRequest | InvalidRequest:
+    """Like :func:`parse_request`, but an invalid submission becomes an :class:`InvalidRequest`."""
+    try:
+        return parse_request(raw, received_on=received_on)
+    except InvalidRequestError as exc:
+        legal_basis = raw.get("legal_basis") if isinstance(raw, dict) else None
+        return InvalidRequest(exc.errors, legal_basis if isinstance(legal_basis, str) else None)

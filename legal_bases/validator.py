@@ -1,0 +1,248 @@
+"""The one cerberus validator class of the project, and the loading of its schemas.
+
+Schemas are data (``legal_bases/schemas/*.yaml``), loaded once and checked by cerberus itself when
+first used. Domain checks are ``_check_with_*`` methods here; the closed vocabularies are a custom
+rule, ``vocabulary``. A validator is created per document (cerberus validators are not
+thread-safe); errors come out as :class:`~legal_bases.errors.FieldError` values with a dotted
+path, a stable code and a message.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import date
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cerberus import Validator, errors
+
+from legal_bases import limits
+from legal_bases.errors import FieldError
+from legal_bases.identifiers import bsn_problem, onderwijsnummer_problem
+from legal_bases.vocabulary import (
+    SPECIAL_CATEGORIES,
+    AuthorisationKind,
+    Body,
+    Category,
+    Purpose,
+    ReviewMode,
+    slugs,
+)
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "body": tuple(slugs(Body)),
+    "purpose": tuple(slugs(Purpose)),
+    "category": tuple(slugs(Category)),
+    "ordinary_category": tuple(c.value for c in Category if c not in SPECIAL_CATEGORIES),
+    "special_category": tuple(c.value for c in Category if c in SPECIAL_CATEGORIES),
+    "authorisation_kind": tuple(slugs(AuthorisationKind)),
+    "review_mode": tuple(slugs(ReviewMode)),
+}
+_VOCABULARY_SETS = {name: frozenset(values) for name, values in VOCABULARIES.items()}
+_SUBJECT_KEYS = ("bsn", "onderwijsnummer")
+
+
+class DisclosureValidator(Validator):  # type: ignore[misc]
+    """Cerberus validator with the vocabularies and the domain checks of the disclosure engine.
+
+    Domain checks record precise errors (with the index of a bad subject, say) in the shared list
+    ``field_errors`` that child validators inherit through cerberus's config.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("field_errors", [])
+        super().__init__(*args, **kwargs)
+
+    def validate(self, document: Any, *args: Any, **kwargs: Any) -> bool:
+        """Validate one document; the domain errors of an earlier document are forgotten."""
+        self._config["field_errors"].clear()
+        return bool(super().validate(document, *args, **kwargs))
+
+    # -- custom rule -------------------------------------------------------------------------
+
+    def _validate_vocabulary(self, vocabulary: str, field: str, value: object) -> None:
+        """Value must be a slug of the named vocabulary.
+
+        The rule's arguments are validated against this schema:
+        {'type': 'string', 'allowed': ['body', 'purpose', 'category', 'ordinary_category',
+         'special_category', 'authorisation_kind', 'review_mode']}
+        """
+        if isinstance(value, str) and value not in _VOCABULARY_SETS[vocabulary]:
+            allowed = ", ".join(VOCABULARIES[vocabulary])
+            if vocabulary == "ordinary_category" and value in _VOCABULARY_SETS["special_category"]:
+                message = f"{value!r} is a special category; list it under special_categories"
+            elif vocabulary == "special_category" and value in _VOCABULARY_SETS["category"]:
+                message = f"{value!r} is not a special category; list it under categories"
+            else:
+                message = f"{value!r} is not a known {vocabulary.replace('_', ' ')}; one of: {allowed}"
+            self._domain_error(field, "unknown_value", message)
+
+    # -- domain checks -----------------------------------------------------------------------
+
+    def _check_with_iso_date(self, field: str, value: object) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str) or not _ISO_DATE.match(value):
+            self._domain_error(field, "bad_date", f"{value!r} is not a date written as YYYY-MM-DD")
+            return
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            self._domain_error(field, "bad_date", f"{value!r} is not a date: {exc}")
+
+    def _check_with_subjects(self, field: str, subjects: object) -> None:
+        """Each subject is an object with exactly one identifier, ``bsn`` or ``onderwijsnummer``."""
+        if not isinstance(subjects, list):
+            return
+        base = self._path(field)
+        for index, subject in enumerate(subjects):
+            if type(subject) is dict and len(subject) == 1:
+                (key, number), = subject.items()
+                if key == "bsn":
+                    problem = bsn_problem(number)
+                elif key == "onderwijsnummer":
+                    problem = onderwijsnummer_problem(number)
+                else:
+                    self._record(f"{base}.{index}.{key}", "unknown_field",
+                                 "a subject is identified by bsn or onderwijsnummer")
+                    continue
+                if problem is not None:
+                    code = "invalid_bsn" if key == "bsn" else "invalid_onderwijsnummer"
+                    self._record(f"{base}.{index}.{key}", code, problem)
+            elif isinstance(subject, dict):
+                keys = sorted(k for k in subject if k in _SUBJECT_KEYS)
+                message = ("needs exactly one of bsn, onderwijsnummer"
+                           if len(keys) != 1 else "has fields other than its identifier")
+                self._record(f"{base}.{index}", "bad_subject", message)
+            else:
+                self._record(f"{base}.{index}", "wrong_type",
+                             "must be an object such as {\"bsn\": \"111222333\"}")
+        if self._config["field_errors"]:
+            self._error(field, "see field_errors")
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _path(self, field: str) -> str:
+        return ".".join(str(p) for p in (*self.document_path, field))
+
+    def _record(self, path: str, code: str, message: str) -> None:
+        self._config["field_errors"].append(FieldError(path, code, message))
+
+    def _domain_error(self, field: str, code: str, message: str) -> None:
+        self._record(self._path(field), code, message)
+        self._error(field, message)
+
+    def field_errors(self) -> list[FieldError]:
+        """All errors of the last validation: cerberus's own and the domain checks', path-sorted."""
+        found = [_from_cerberus(e) for e in _leaves(self._errors)]
+        found.extend(self._config["field_errors"])
+        return sorted(found, key=lambda e: _natural_key(e.path))
+
+
+def _leaves(errs: Any) -> Iterator[Any]:
+    for err in errs:
+        if err.is_group_error:
+            yield from _leaves(err.child_errors)
+        elif err.code != errors.CUSTOM.code and err.rule != "vocabulary":
+            yield err
+
+
+_MESSAGES = {
+    "required": ("required", "is required"),
+    "type": ("wrong_type", "must be of type {constraint}"),
+    "empty": ("empty", "must not be empty"),
+    "nullable": ("null_not_allowed", "must not be null"),
+    "minlength": ("too_short", "must have at least {constraint} item(s)"),
+    "maxlength": ("too_long", "must have at most {constraint} item(s) or characters"),
+    "regex": ("bad_format", "does not have the required format"),
+    "min": ("too_small", "must be at least {constraint}"),
+    "max": ("too_large", "must be at most {constraint}"),
+    "allowed": ("unknown_value", "must be one of {constraint}"),
+}
+
+
+def _from_cerberus(err: Any) -> FieldError:
+    path = ".".join(str(p) for p in err.document_path)
+    if err.code == errors.UNKNOWN_FIELD.code:
+        return FieldError(path, "unknown_field", "is not a field of this document")
+    code, template = _MESSAGES.get(err.rule, ("invalid", "is not valid ({constraint})"))
+    if err.rule == "maxlength" and isinstance(err.value, str):
+        template = "must be at most {constraint} characters"
+    elif err.rule == "maxlength":
+        template = "must have at most {constraint} item(s)"
+    return FieldError(path, code, template.format(constraint=err.constraint))
+
+
+def _natural_key(path: str) -> tuple[tuple[int, object], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in path.split("."))
+
+
+def _substitute_limits(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute_limits(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute_limits(v) for v in node]
+    if isinstance(node, str) and node.startswith("$"):
+        return getattr(limits, node[1:])
+    return node
+
+
+class _NoDatesLoader(yaml.SafeLoader):
+    """A safe YAML loader that leaves dates as strings, so that the schema checks them by field."""
+
+
+_NoDatesLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely, keeping dates as strings."""
+    return yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """The named schema from ``legal_bases/schemas`` with its limits filled in (loaded once)."""
+    text = (SCHEMA_DIR / f"{name}.yaml").read_text("utf-8")
+    loaded: dict[str, Any] = _substitute_limits(load_yaml(text))
+    return loaded
+
+
+def new_validator(schema_name: str, part: str | None = None) -> DisclosureValidator:
+    """A fresh validator for one document against a named schema (or one part of it)."""
+    document_schema = schema(schema_name)
+    if part is not None:
+        document_schema = document_schema[part]
+    return DisclosureValidator(document_schema)
+
+
+_per_thread = threading.local()
+
+
+def thread_validator(schema_name: str) -> DisclosureValidator:
+    """This thread's validator for a named schema: never shared between threads, built once each.
+
+    Building a cerberus validator costs more than a small validation, and validators are not
+    thread-safe, so each thread keeps its own.
+    """
+    cached: dict[str, DisclosureValidator] = _per_thread.__dict__.setdefault("validators", {})
+    validator = cached.get(schema_name)
+    if validator is None:
+        validator = cached[schema_name] = new_validator(schema_name)
+    return validator
+
+
+def vocabulary_enum(name: str) -> type[StrEnum]:
+    """The enum behind a vocabulary name used in the schemas."""
+    return {"body": Body, "purpose": Purpose, "category": Category,
+            "authorisation_kind": AuthorisationKind, "review_mode": ReviewMode}[name]
