@@ -82,7 +82,8 @@ def assess(request: DisclosureRequest | InvalidRequest, requester_body: Body,
     # 1. invalid request
     if isinstance(request, InvalidRequest):
         return Decision(Outcome.REJECTED, body, table_hash,
-                        (Reason(ReasonCode.INVALID_REQUEST, _principle(ReasonCode.INVALID_REQUEST)),),
+                        (Reason(ReasonCode.INVALID_REQUEST,
+                                _principle(ReasonCode.INVALID_REQUEST)),),
                         ground_id=request.legal_basis, errors=request.errors)
     subject_count = len(request.subjects)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    """Where a rule is written: law, BWB id, article, paragraph and a dated wetten.overheid.nl url."""
+    """Where a rule is written: law, BWB id, article, paragraph and a dated url of the text."""
 
     law: str
     article: str

@@ -1,4 +1,4 @@
-"""The value :func:`~legal_bases.assessment.assess` returns: an immutable, self-explaining decision."""
+"""What :func:`~legal_bases.assessment.assess` returns: an immutable, self-explaining decision."""
 
 from __future__ import annotations
 

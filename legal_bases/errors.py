@@ -53,7 +53,7 @@ class GroundNotInForceError(DisclosureError):
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
-    """One machine-readable problem with a submitted request: the field's path, a code, a message."""
+    """One machine-readable problem with a submitted request: field path, code and message."""
 
     path: str
     code: str
@@ -64,7 +64,7 @@ class FieldError:
 
 
 class InvalidRequestError(DisclosureError):
-    """Raised when a submitted request does not satisfy the request format; lists every field error."""
+    """Raised when a submitted request breaks the request format; lists every field error."""
 
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = tuple(errors)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import re
 
 _DIGITS = frozenset("0123456789")
-_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
 _OIN = re.compile(r"^[0-9]{8}[0-9A-Z]{12}$")
 
 
 def _weighted_sum(number: str) -> int:
     d = [ord(c) - 48 for c in number]
-    return 9 * d[0] + 8 * d[1] + 7 * d[2] + 6 * d[3] + 5 * d[4] + 4 * d[5] + 3 * d[6] + 2 * d[7] - d[8]
+    return (9 * d[0] + 8 * d[1] + 7 * d[2] + 6 * d[3] + 5 * d[4] + 4 * d[5] + 3 * d[6]
+            + 2 * d[7] - d[8])
 
 
 def _nine_digits(number: object) -> bool:

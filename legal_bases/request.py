@@ -75,8 +75,12 @@ class InvalidRequest:
 _SUBJECT_TYPES = {"bsn": SubjectIdType.BSN, "onderwijsnummer": SubjectIdType.ONDERWIJSNUMMER}
 
 
-def validation_errors(raw: object) -> list[FieldError]:
-    """Every problem with a submitted request body, or an empty list if it is valid."""
+def validation_errors(raw: object, *, received_on: date | None = None) -> list[FieldError]:
+    """Every problem with a submitted request body, or an empty list if it is valid.
+
+    With ``received_on`` a due date is also checked against the reference date the request
+    defaults to (the day of receipt) when it names none.
+    """
     if not isinstance(raw, dict):
         return [FieldError("", "wrong_type", "a request must be a JSON object")]
     validator = thread_validator("request")
@@ -85,6 +89,8 @@ def validation_errors(raw: object) -> list[FieldError]:
     else:
         errors = validator.field_errors()
     due, ref = raw.get("due_date"), raw.get("reference_date")
+    if ref is None and received_on is not None:
+        ref = received_on.isoformat()
     if not errors and isinstance(due, str) and isinstance(ref, str) and due < ref:
         errors.append(FieldError("due_date", "before_reference_date",
                                  "must not be before reference_date"))
@@ -97,7 +103,7 @@ def parse_request(raw: object, *, received_on: date) -> DisclosureRequest:
     Raises :class:`InvalidRequestError` naming every bad field. A category listed twice counts
     once; a subject listed twice is one subject. ``reference_date`` defaults to ``received_on``.
     """
-    errors = validation_errors(raw)
+    errors = validation_errors(raw, received_on=received_on)
     if errors:
         raise InvalidRequestError(errors)
     assert isinstance(raw, dict)  # validation_errors() refused anything else

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -110,8 +111,12 @@ def load_table(directory: Path | str | None = None) -> GroundTable:
     return _build(documents, problems, source=str(folder))
 
 
-def table_from_snapshot(snapshot: str) -> GroundTable:
-    """Rebuild a table from the canonical snapshot a ledger stored; checks it like a folder."""
+def table_from_snapshot(snapshot: str, *, expected_hash: str | None = None) -> GroundTable:
+    """Rebuild a table from the canonical snapshot a ledger stored; checks it like a folder.
+
+    With ``expected_hash`` (the hash recorded beside a decision) a snapshot whose content does
+    not hash to it is refused: an altered snapshot can be valid and canonical, but not that.
+    """
     try:
         data = json.loads(snapshot)
     except json.JSONDecodeError as exc:
@@ -126,6 +131,9 @@ def table_from_snapshot(snapshot: str) -> GroundTable:
         if document is not None:
             documents.append((name, document))
     table = _build(documents, problems, source="snapshot")
+    if expected_hash is not None and table.hash != expected_hash:
+        raise TableError([Problem("(snapshot)", "(snapshot)",
+                                  f"hashes to {table.hash}, not to the recorded {expected_hash}")])
     if table.snapshot != snapshot:
         raise TableError([Problem("(snapshot)", "(snapshot)",
                                   "is not in canonical form; its hash would not match")])
@@ -158,7 +166,7 @@ def _check_document(name: str, raw: object, problems: list[Problem]) -> dict[str
             problems.append(Problem(name, f"versions.{i}.valid_until",
                                     f"{until} is before valid_from {version['valid_from']}"))
     ordered = sorted(range(len(versions)), key=lambda i: versions[i]["valid_from"])
-    for prev, nxt in zip(ordered, ordered[1:], strict=False):
+    for prev, nxt in pairwise(ordered):
         prev_until = versions[prev]["valid_until"]
         if prev_until is None or prev_until >= versions[nxt]["valid_from"]:
             problems.append(Problem(

@@ -82,7 +82,8 @@ class DisclosureValidator(Validator):  # type: ignore[misc]
             elif vocabulary == "special_category" and value in _VOCABULARY_SETS["category"]:
                 message = f"{value!r} is not a special category; list it under categories"
             else:
-                message = f"{value!r} is not a known {vocabulary.replace('_', ' ')}; one of: {allowed}"
+                kind = vocabulary.replace("_", " ")
+                message = f"{value!r} is not a known {kind}; one of: {allowed}"
             self._domain_error(field, "unknown_value", message)
 
     # -- domain checks -----------------------------------------------------------------------
