@@ -1,0 +1,133 @@
+"""Engines for the ledger, and its schema migrations (Alembic, run programmatically).
+
+SQLite (the embedded default): WAL journal, foreign keys on, a busy timeout, and every
+transaction begins ``IMMEDIATE``, taking the write lock up front, so concurrent appenders queue
+behind each other instead of failing to upgrade a read lock into a write lock half-way. A session
+that only reads may use :func:`read_only` to begin ``DEFERRED`` instead. PostgreSQL is served by
+psycopg 3; plain ``postgresql://`` URLs are mapped to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.pool import StaticPool
+
+from records.settings import Settings
+
+PACKAGE_DIR = Path(__file__).parent
+ALEMBIC_INI = PACKAGE_DIR / "alembic.ini"
+MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
+
+#: Seconds a SQLite connection waits for the write lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30
+#: Execution option that makes a SQLite transaction begin DEFERRED (for read-only work).
+READ_ONLY_OPTION = "ledger_read_only"
+#: PostgreSQL advisory lock taken while migrating, so two processes never migrate at once.
+MIGRATION_LOCK_KEY = 0x4C454447_00000002
+
+
+def database_url(url: str | URL) -> URL:
+    """``url`` as SQLAlchemy will use it: ``postgresql://`` and ``postgres://`` mean psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _is_memory(url: URL) -> bool:
+    return url.database in {None, "", ":memory:"} or url.query.get("mode") == "memory"
+
+
+def make_engine(url: str | URL, **engine_options: Any) -> Engine:
+    """An engine for the ledger at ``url`` (SQLite or PostgreSQL), set up as described above.
+
+    An in-memory SQLite URL (``sqlite://``) gets one shared connection (``StaticPool``), so the
+    database lives as long as the engine; use it from one thread at a time.
+    """
+    parsed = database_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+        if _is_memory(parsed):
+            engine_options.setdefault("poolclass", StaticPool)
+        engine = create_engine(parsed, connect_args=connect_args, **engine_options)
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        engine_options.setdefault("pool_pre_ping", True)
+        return create_engine(parsed, **engine_options)
+    raise ValueError(f"the ledger runs on SQLite or PostgreSQL, not {backend!r}")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine for sessions that only read: on SQLite they begin DEFERRED.
+
+    Never append to the ledger through it: a DEFERRED transaction that later writes can fail
+    with "database is locked" instead of waiting its turn.
+    """
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration of the ledger's migrations (``records/alembic.ini``)."""
+    config = Config(str(ALEMBIC_INI))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the ledger's schema to the newest migration (``alembic upgrade head``).
+
+    The migration runs on one connection of ``engine`` handed to Alembic, so it works for an
+    in-memory SQLite engine too. On PostgreSQL an advisory lock keeps concurrent starters from
+    migrating at the same time; on SQLite the IMMEDIATE transaction does.
+    """
+    config = alembic_config()
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def ensure_database_folder(url: str | URL) -> None:
+    """Create the folder a SQLite database file will live in (nothing to do for other URLs)."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() == "sqlite" and not _is_memory(parsed) and parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def open_ledger(settings: Settings) -> Engine:
+    """The ledger's engine, with its data folder created and its schema migrated."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url(settings.resolved_database_url)
+    ensure_database_folder(url)
+    engine = make_engine(url)
+    migrate(engine)
+    return engine

@@ -1,0 +1,104 @@
+"""The engine's one settings class (DESIGN.md section 8): environment variables ``DISCLOSURE_*``.
+
+Nothing here is a module-level singleton: every entry point calls :func:`load_settings` (tests pass
+overrides), so two ledgers in one process never share hidden state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from legal_bases.table import GroundTable, load_table
+from records.errors import PseudonymKeyError
+
+#: Name of the key file created under ``data_dir`` when no key is configured.
+PSEUDONYM_KEY_FILE = "pseudonym.key"
+#: Bytes of a generated pseudonym key, and the fewest a configured key may have.
+PSEUDONYM_KEY_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Where the ledger lives, which key pseudonymises subjects, which table of grounds applies.
+
+    * ``data_dir``: the local data folder (SQLite ledger, generated key file).
+    * ``database_url``: SQLAlchemy URL of the ledger; default a SQLite file in ``data_dir``.
+      ``postgresql://`` URLs are served by psycopg.
+    * ``pseudonym_key``: hex of at least 32 bytes; default a key file in ``data_dir``, made with
+      mode 0600 on first use. Losing the key makes old pseudonyms unfindable: back it up.
+    * ``grounds_dir``: a folder of ground files; default the table the product ships.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="DISCLOSURE_", extra="forbid")
+
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    pseudonym_key: SecretStr | None = None
+    grounds_dir: Path | None = None
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database URL, or the SQLite file ``<data_dir>/ledger.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    @property
+    def pseudonym_key_file(self) -> Path:
+        return self.data_dir / PSEUDONYM_KEY_FILE
+
+    def pseudonym_key_bytes(self) -> bytes:
+        """The pseudonym key: the configured one, else the key file (created on first use)."""
+        if self.pseudonym_key is not None:
+            return _parse_key(self.pseudonym_key.get_secret_value(), "DISCLOSURE_PSEUDONYM_KEY")
+        return _key_file(self.pseudonym_key_file)
+
+    def ground_table(self) -> GroundTable:
+        """The table of grounds from ``grounds_dir``, or the shipped one."""
+        return load_table(self.grounds_dir)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with ``overrides`` (field names) taking precedence."""
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _parse_key(text: str, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise PseudonymKeyError(f"{where}: the pseudonym key must be hexadecimal") from None
+    if len(key) < PSEUDONYM_KEY_BYTES:
+        raise PseudonymKeyError(f"{where}: the pseudonym key must be at least "
+                                f"{PSEUDONYM_KEY_BYTES} bytes "
+                                f"({2 * PSEUDONYM_KEY_BYTES} hex digits)")
+    return key
+
+
+def _key_file(path: Path) -> bytes:
+    """Read the key file, or create it atomically (mode 0600) if it does not exist yet.
+
+    The key is written to a private temporary file first and then linked into place, which fails
+    if another process won the race; then that process's key is read. A half-written key file
+    can therefore never be read.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(secrets.token_hex(PSEUDONYM_KEY_BYTES) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return _parse_key(path.read_text("ascii"), str(path))

@@ -1,0 +1,38 @@
+"""The slugs of the ledger: intake channels, request states and audit event kinds."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    """How a submission reached the engine."""
+
+    CLI = "cli"
+    API = "api"
+    DROPOFF = "dropoff"
+
+
+class RequestState(StrEnum):
+    """Where a request stands in the work queue (the ``request_status`` projection).
+
+    Each state is the ``state`` that the latest state-changing audit event of the request carries
+    in its payload, so the projection can always be rebuilt from the chain.
+    """
+
+    RECEIVED = "received"
+    INVALID = "invalid"
+    DECIDED = "decided"
+    AWAITING_REVIEW = "awaiting_review"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class EventKind(StrEnum):
+    """The kind of an audit event: a snake_case fact, in the past tense."""
+
+    REQUEST_RECEIVED = "request_received"
+    REQUEST_INVALID = "request_invalid"
+    DECISION_RECORDED = "decision_recorded"
+    TABLE_SNAPSHOT_STORED = "table_snapshot_stored"
+    DELIVERY_RECORDED = "delivery_recorded"

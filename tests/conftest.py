@@ -1,0 +1,96 @@
+"""Fixtures shared by the whole suite: the shipped table of grounds and real ledger engines.
+
+``ledger_engine`` is a migrated ledger on each backend: a SQLite file, an in-memory SQLite
+(``StaticPool``) and PostgreSQL, each PostgreSQL test in a schema of its own that is dropped
+afterwards. PostgreSQL comes from ``DISCLOSURE_TEST_POSTGRES_URL``; if it cannot be reached the
+PostgreSQL cases skip, except under CI (``CI`` set), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+
+from legal_bases.table import GroundTable, load_table
+from records.db import database_url, make_engine, migrate
+
+POSTGRES_URL = os.environ.get("DISCLOSURE_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+#: Parameters of ``ledger_engine``; pass a subset with ``indirect=True`` to narrow a test.
+LEDGER_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("sqlite-memory", id="sqlite-memory"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="session")
+def shipped_table() -> GroundTable:
+    """The table of grounds the product ships."""
+    return load_table()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> URL:
+    """The test PostgreSQL server's URL, once it answered; skips (fails under CI) if it does not."""
+    url = database_url(POSTGRES_URL)
+    engine = make_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = (f"PostgreSQL at {url.render_as_string(hide_password=True)} is unreachable "
+                  f"(set DISCLOSURE_TEST_POSTGRES_URL): {exc.orig}")
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    finally:
+        engine.dispose()
+    return url
+
+
+@contextmanager
+def _postgres_engine(server: URL) -> Iterator[Engine]:
+    """An engine whose connections live in a fresh schema, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = make_engine(server)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        engine = make_engine(server.update_query_dict({"options": f"-csearch_path={schema}"}))
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            with admin.begin() as connection:
+                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=LEDGER_BACKENDS)
+def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty ledger on each backend."""
+    with ExitStack() as stack:
+        if request.param == "postgresql":
+            engine = stack.enter_context(
+                _postgres_engine(request.getfixturevalue("postgres_server")))
+        elif request.param == "sqlite":
+            engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+            stack.callback(engine.dispose)
+        elif request.param == "sqlite-memory":
+            engine = make_engine("sqlite://")
+            stack.callback(engine.dispose)
+        else:
+            raise ValueError(f"unknown ledger backend {request.param!r}")
+        migrate(engine)
+        yield engine
