@@ -1,1 +1,1 @@
-"""flows"""
+"""The process: Prefect flows, the tasks they sequence, and the ``disclosure`` command line."""
