@@ -15,7 +15,7 @@ class DisclosureError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a ground file: where it is and what is wrong."""
+    """One thing wrong with a configuration file (a ground, a partner): where, and what."""
 
     file: str
     field: str
