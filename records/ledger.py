@@ -62,6 +62,13 @@ _SNAPSHOTS: Table = TableSnapshot.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _IN_CHUNK = 500  # ids per IN (...) list
+#: Where a decision leaves its request in the work queue.
+_STATE_AFTER = {
+    Outcome.APPROVED: RequestState.DECIDED,
+    Outcome.PARTIALLY_APPROVED: RequestState.DECIDED,
+    Outcome.REJECTED: RequestState.REJECTED,
+    Outcome.NEEDS_REVIEW: RequestState.AWAITING_REVIEW,
+}
 _V = TypeVar("_V", Body, Channel)
 
 
@@ -85,7 +92,8 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
                       channel: Channel | str, raw_body: str,
                       parsed: DisclosureRequest | InvalidRequest, received_at: datetime,
                       pseudonymizer: Pseudonymizer,
-                      correlation_id: str | None = None) -> RequestRow:
+                      correlation_id: str | None = None,
+                      intake_key: str | None = None) -> RequestRow:
     """Record a submission as received, valid or not, and return its row.
 
     Writes the request (with the raw body exactly as received), its subjects by pseudonym, its
@@ -93,6 +101,9 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
     ``request_invalid``). A valid request whose partner and reference match an accepted one is a
     repeat: with the same body the existing row is returned and nothing is written; with a
     different body :class:`ReferenceConflictError` is raised. Invalid submissions never conflict.
+
+    ``intake_key`` is the source's own key for the submission (a drop-off file's line): a
+    submission whose key was recorded before returns that row, valid or not, and writes nothing.
     """
     received_at = utc(received_at, name="received_at")
     body, via = _vocabulary(Body, requester_body, "requester_body"), _vocabulary(
@@ -100,6 +111,11 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
     is_json, data = _loads(raw_body)
     digest = sha256(canonical_json(data)) if is_json else sha256(raw_body)
     request = parsed if isinstance(parsed, DisclosureRequest) else None
+    if intake_key is not None:
+        seen = session.execute(select(RequestRow).where(
+            col(RequestRow.intake_key) == intake_key)).scalar_one_or_none()
+        if seen is not None:
+            return seen
     if request is not None:
         existing = _accepted(session, partner_id, request.reference)
         if existing is not None:
@@ -107,6 +123,7 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
     row = _request_row(partner_id=partner_id, body=body, channel=via, raw_body=raw_body,
                        data=data if is_json else None, digest=digest, parsed=parsed,
                        received_at=received_at, correlation_id=correlation_id)
+    row.intake_key = intake_key
     try:
         with session.begin_nested():
             session.add(row)
@@ -313,7 +330,8 @@ def record_decisions(*, session: Session, table: GroundTable,
 
     For each: the table's snapshot (stored once), the decision row (the next ``sequence`` of its
     request, ``supersedes`` naming the request's previous decision), the ``decision_recorded``
-    event, and the request's status (``awaiting_review`` for ``needs_review``, else ``decided``).
+    event, and the request's status (``awaiting_review`` for ``needs_review``, ``rejected`` for a
+    rejection, else ``decided``: to be delivered).
     The deadline is the one given, or receipt + the version's ``response_days`` (or the request's
     due date if earlier). Fail closed: if any part fails, nothing of it is written.
     """
@@ -340,14 +358,13 @@ def record_decisions(*, session: Session, table: GroundTable,
             row = _decision_row(item, table, requests[item.request_id],
                                 latest.get(item.request_id))
             latest[item.request_id] = (row.sequence, row.id)
-            state = (RequestState.AWAITING_REVIEW if item.decision.outcome is Outcome.NEEDS_REVIEW
-                     else RequestState.DECIDED)
+            state = _STATE_AFTER[item.decision.outcome]
             states[item.request_id] = (state, row.decided_at)
             rows.append(row)
             events.append(_decision_event(row, item.decision, state))
         session.add_all(rows)
         session.flush()
-        _set_states(session, states)
+        set_states(session, states)
         chain.append_events(session=session, events=events)
     return rows
 
@@ -433,7 +450,7 @@ def _decision_event(row: DecisionRow, decision: Decision, state: RequestState) -
         })
 
 
-def _set_states(session: Session, states: dict[str, tuple[RequestState, datetime]]) -> None:
+def set_states(session: Session, states: dict[str, tuple[RequestState, datetime]]) -> None:
     """Move requests to new states in the work-queue projection (the one table that updates)."""
     statement = (update(_STATUS)
                  .where(_STATUS.c.request_id == bindparam("b_request_id"))

@@ -57,6 +57,7 @@ REFERENCE_LENGTH = MAX_REFERENCE_LENGTH
 SLUG_LENGTH = 64  # ground ids, purposes
 GROUND_VERSION_LENGTH = 128
 CORRELATION_ID_LENGTH = 128
+INTAKE_KEY_LENGTH = 200  # "dropoff:<partner>:<sha256 of the file>:<line>" and the like
 ID_TYPE_LENGTH = 16
 OUTCOME_LENGTH = 32
 ACTOR_LENGTH = 128  # "engine", a reviewer id, a partner id
@@ -94,6 +95,7 @@ class RequestRow(SQLModel, table=True):
 
     __tablename__ = "requests"
     __table_args__ = (
+        Index("uq_requests_intake_key", "intake_key", unique=True),
         Index("uq_requests_partner_reference", "partner_id", "reference", unique=True,
               sqlite_where=text("valid"), postgresql_where=text("valid")),
         CheckConstraint(_one_of("channel", [c.value for c in Channel]),
@@ -118,6 +120,7 @@ class RequestRow(SQLModel, table=True):
     subject_count: int | None = Field(default=None, sa_column=Column(Integer))
     correlation_id: str | None = Field(default=None,
                                        sa_column=Column(String(CORRELATION_ID_LENGTH)))
+    intake_key: str | None = Field(default=None, sa_column=Column(String(INTAKE_KEY_LENGTH)))
 
 
 class RequestSubject(SQLModel, table=True):

@@ -22,10 +22,11 @@ class RequestState(StrEnum):
 
     RECEIVED = "received"
     INVALID = "invalid"
-    DECIDED = "decided"
+    DECIDED = "decided"  # approved or partially approved: to be fetched and delivered
+    REJECTED = "rejected"  # decided, nothing to deliver
     AWAITING_REVIEW = "awaiting_review"
     DELIVERED = "delivered"
-    FAILED = "failed"
+    FAILED = "failed"  # the destination refused the delivery for good; an operator acts
 
 
 class EventKind(StrEnum):
@@ -36,3 +37,4 @@ class EventKind(StrEnum):
     DECISION_RECORDED = "decision_recorded"
     TABLE_SNAPSHOT_STORED = "table_snapshot_stored"
     DELIVERY_RECORDED = "delivery_recorded"
+    DELIVERY_FAILED = "delivery_failed"

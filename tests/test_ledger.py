@@ -544,7 +544,7 @@ def test_an_invalid_request_is_rejected_on_the_record_without_a_deadline(
                               table=shipped_table, decided_at=DECIDED)
         assert (row.outcome, row.deadline, row.ground_version) == ("rejected", None, None)
         assert [r["code"] for r in row.reasons] == ["invalid_request"]
-        assert_status(session, request_id, RequestState.DECIDED)
+        assert_status(session, request_id, RequestState.REJECTED)
 
 
 def test_a_table_is_stored_once_however_many_decisions_are_read_from_it(

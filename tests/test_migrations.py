@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, Engine, event, insert, inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session
@@ -77,9 +78,10 @@ def test_the_migrated_schema_has_every_check_constraint_of_the_models(
 
 def test_migrating_twice_changes_nothing(ledger_engine: Engine) -> None:
     migrate(ledger_engine)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == "0002"
     with ledger_engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
-            "0001")
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 
 
 def test_the_migration_goes_down_and_up_again(ledger_engine: Engine) -> None:
