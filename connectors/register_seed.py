@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Engine, func, insert, select, text, update
 
 from connectors.errors import RegisterError, RegisterNotEmptyError
 from connectors.register_models import create_register_schema, persons_table
@@ -566,3 +566,18 @@ def ensure_register(*, engine: Engine, persons: int, seed: int,
     if count_persons(engine=engine):
         return None
     return seed_register(engine=engine, persons=persons, seed=seed, include=include)
+
+
+def set_shielded(*, engine: Engine, subjects: Sequence[Subject], shielded: bool) -> int:
+    """Mark ``subjects`` as shielded or not (the register is a source, not a record: this is how
+    its administrators keep it true); returns how many persons were changed."""
+    table = persons_table()
+    changed = 0
+    with engine.begin() as connection:
+        for subject in dict.fromkeys(subjects):
+            result = connection.execute(
+                update(table).where(table.c.id_type == subject.id_type.value,
+                                    table.c.number == subject.number)
+                .values(shielded=shielded))
+            changed += result.rowcount
+    return changed

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flows import up
+from flows.local_prefect import PrefectStartError
 from flows.logs import configure_logging, get_logger
 from legal_bases.assessment import assess
 from legal_bases.errors import DisclosureError, TableError
@@ -230,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (TableError, UsageError, up.ExamplesError) as exc:
+    except (TableError, UsageError, up.ExamplesError, PrefectStartError) as exc:
         print(f"disclosure: {exc}", file=sys.stderr)
         return 2
     except DisclosureError as exc:

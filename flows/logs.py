@@ -90,7 +90,10 @@ def configure_logging(*, level: int | str = "INFO", json: bool | None = None,
     handler = logging.StreamHandler(out)
     handler.setFormatter(_RenderedOnly())
     std = logging.getLogger(LOGGER_NAME)
-    std.handlers[:] = [handler]
+    # Replace our own stream handler if configured before; keep others (Prefect attaches its
+    # API log handler here when PREFECT_LOGGING_EXTRA_LOGGERS names "disclosure").
+    std.handlers[:] = [h for h in std.handlers if not isinstance(h.formatter, _RenderedOnly)]
+    std.addHandler(handler)
     std.setLevel(level)
     std.propagate = False
     structlog.configure(

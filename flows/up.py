@@ -1,103 +1,148 @@
-"""``disclosure up``: the main job on the embedded defaults, and the ledger's operator commands.
+"""``disclosure up``: the whole system on one machine, and the operator commands beside it.
 
-Until the Prefect pipeline lands, ``up`` is one pass over the bundled example requests: each is
-recorded as received in the SQLite ledger, decided by :func:`legal_bases.assessment.assess`, and
-the decision recorded (hash-chained, with the table snapshot); then the chain is verified and a
-table of outcomes printed. Running it again is safe: a request already decided is not decided
-again (invalid submissions are new receipts each time: nothing received is dropped).
+``up`` seeds the synthetic register (with the people the examples name), starts a local Prefect
+server on SQLite (unless ``PREFECT_API_URL`` names one), serves the pipeline's deployments,
+drops the bundled example requests into the partners' drop folders, waits until every one is
+delivered, rejected or waiting for a reviewer, prints the outcomes and where to look, and keeps
+serving until interrupted (``--once``: stop there). Running it again is safe: a file already
+taken in is recognised by its content, a request decided is not decided again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import requests
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from flows.logs import get_logger
-from legal_bases.assessment import assess
-from legal_bases.errors import DisclosureError, FieldError
-from legal_bases.request import InvalidRequest, read_request
-from legal_bases.table import GroundTable
+from connectors.register import create_register_schema, make_register_engine
+from connectors.register_seed import ensure_register, seed_register, set_shielded
+from flows.deployments import DISPATCHER, DROPOFF, serve_all
+from flows.local_prefect import flow_server, local_server
+from flows.runtime import EXAMPLES_DIR
+from legal_bases.errors import DisclosureError
+from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.validator import load_yaml
-from legal_bases.vocabulary import Body
+from legal_bases.vocabulary import SubjectIdType
 from records.chain import verify_chain
 from records.db import open_ledger
-from records.ledger import (
-    compute_deadline,
-    latest_decision,
-    received_on,
-    record_decision,
-    record_submission,
-)
+from records.ledger import latest_decision
 from records.models import DecisionRow, RequestRow, RequestStatus
-from records.pseudonym import Pseudonymizer
 from records.settings import Settings, load_settings
-from records.vocabulary import Channel
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+#: States in which a request waits for nobody but a person (or nothing at all).
+SETTLED = ("delivered", "rejected", "awaiting_review", "failed")
+#: Seconds ``up`` waits for the examples to settle.
+SETTLE_TIMEOUT_S = 180
 
 
 class ExamplesError(DisclosureError):
-    """Raised when the folder of example requests is missing or its partner list is broken."""
+    """Raised when the bundled examples are missing, broken, or do not settle in time."""
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ExampleFile:
     partner_id: str
-    file: str
-    reference: str
-    ground: str
-    outcome: str
-    detail: str
+    path: Path
+    sha256: str
+
+    @property
+    def intake_key(self) -> str:
+        return f"dropoff:{self.partner_id}:{self.sha256}:1"
 
 
-def _partners(examples: Path) -> dict[str, Body]:
-    path = examples / "partners.yaml"
+def example_files(examples: Path) -> list[ExampleFile]:
+    files = sorted((examples / "requests").glob("*/*.json"))
+    if not files:
+        raise ExamplesError(f"no example requests in {examples / 'requests'}")
+    return [ExampleFile(p.parent.name, p, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in files]
+
+
+def example_subjects(files: list[ExampleFile]) -> list[Subject]:
+    """Every valid subject the example requests name (they must be in the register)."""
+
+    subjects: list[Subject] = []
+    for example in files:
+        try:
+            parsed = read_request(json.loads(example.path.read_text("utf-8")),
+                                  received_on=date(2026, 1, 1))
+        except ValueError:
+            continue
+        if isinstance(parsed, DisclosureRequest):
+            subjects += parsed.subjects
+    return list(dict.fromkeys(subjects))
+
+
+def prepare_register(settings: Settings, examples: Path, files: list[ExampleFile]) -> None:
+    """Seed the register on first start, with the examples' people; set their shielding."""
+    engine = make_register_engine(settings.resolved_register_url)
+    subjects = example_subjects(files)
+    ensure_register(engine=engine, persons=settings.register_persons,
+                    seed=settings.register_seed, include=subjects)
+    facts = load_yaml((examples / "register.yaml").read_text("utf-8")) or {}
+    shielded = [Subject(SubjectIdType(k), v) for entry in facts.get("shielded", [])
+                for k, v in entry.items()]
+    set_shielded(engine=engine, subjects=subjects, shielded=False)
+    set_shielded(engine=engine, subjects=shielded, shielded=True)
+    engine.dispose()
+
+
+def _wait_for_deployments(api_url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for name in (DISPATCHER, DROPOFF):
+        while True:
+            try:
+                if requests.get(f"{api_url}/deployments/name/{name}", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise ExamplesError(f"the deployment {name} did not appear within {timeout:.0f} "
+                                    "s; see the serve log")
+            time.sleep(0.5)
+
+
+def _drop(settings: Settings, files: list[ExampleFile]) -> None:
+    for example in files:
+        folder = settings.resolved_dropoff_dir / example.partner_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{example.path.name}.tmp"
+        shutil.copyfile(example.path, tmp)
+        tmp.rename(folder / example.path.name)
+
+
+def _settled(settings: Settings, files: list[ExampleFile],
+             ) -> list[tuple[ExampleFile, RequestRow, str, DecisionRow | None]] | None:
+    engine = open_ledger(settings)
     try:
-        entries = load_yaml(path.read_text("utf-8"))
-        return {entry["id"]: Body(entry["body"]) for entry in entries}
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ExamplesError(f"{path}: cannot read the example partners: {exc}") from exc
+        with Session(engine) as session:
+            rows = session.execute(
+                select(RequestRow, RequestStatus.state)  # type: ignore[call-overload]
+                .join(RequestStatus, col(RequestStatus.request_id) == col(RequestRow.id))
+                .where(col(RequestRow.intake_key).in_([f.intake_key for f in files]))).all()
+            by_key = {row.intake_key: (row, state) for row, state in rows}
+            if len(by_key) < len(files) or any(s not in SETTLED for _, s in by_key.values()):
+                return None
+            return [(f, by_key[f.intake_key][0], by_key[f.intake_key][1],
+                     latest_decision(session=session, request_id=by_key[f.intake_key][0].id))
+                    for f in files]
+    finally:
+        engine.dispose()
 
 
-def decide_file(*, session: Session, path: Path, partner_id: str, body: Body,
-                table: GroundTable, pseudonymizer: Pseudonymizer) -> Outcome:
-    """Record one example submission and decide it (once); returns what was decided."""
-    raw_text = path.read_text("utf-8")
-    received_at = datetime.now(UTC)
-    try:
-        raw: Any = json.loads(raw_text)
-        parsed = read_request(raw, received_on=received_on(received_at))
-    except json.JSONDecodeError as exc:
-        raw = None
-        parsed = InvalidRequest((FieldError("", "bad_json", f"not JSON: {exc.msg}"),))
-    row = record_submission(session=session, partner_id=partner_id, requester_body=body,
-                            channel=Channel.CLI, raw_body=raw_text, parsed=parsed,
-                            received_at=received_at, pseudonymizer=pseudonymizer)
-    decided = latest_decision(session=session, request_id=row.id)
-    if decided is None:
-        decision = assess(parsed, body, table)
-        deadline = None
-        if decision.ground_version is not None and not isinstance(parsed, InvalidRequest):
-            version = table.version(decision.ground_version)
-            deadline = compute_deadline(received_on=received_on(row.received_at),
-                                        response_days=version.response_days,
-                                        due_date=parsed.due_date)
-        decided = record_decision(session=session, request_id=row.id, decision=decision,
-                                  table=table, decided_at=datetime.now(UTC), deadline=deadline)
-    session.commit()
-    get_logger("up").info("example_decided", request_id=row.id, outcome=decided.outcome)
-    return Outcome(partner_id, path.name, row.reference or "—", decided.ground_id or "—",
-                   decided.outcome, _detail(decided))
-
-
-def _detail(row: DecisionRow) -> str:
+def _detail(row: DecisionRow | None) -> str:
+    if row is None:
+        return ""
     if row.review_triggers:
         return "review: " + ", ".join(t["code"] for t in row.review_triggers)
     if row.outcome == "rejected":
@@ -107,41 +152,84 @@ def _detail(row: DecisionRow) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from prefect.deployments import run_deployment  # noqa: PLC0415 - needs the API URL first
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
     settings = load_settings()
     examples: Path = args.examples
-    partners = _partners(examples)
-    files = sorted((examples / "requests").glob("*/*.json"))
-    if not files:
-        raise ExamplesError(f"no example requests in {examples / 'requests'}")
-    engine = open_ledger(settings)
-    table = settings.ground_table()
-    pseudonymizer = Pseudonymizer.from_settings(settings)
-    outcomes = []
-    with Session(engine) as session:
-        for path in files:
-            partner_id = path.parent.name
-            if partner_id not in partners:
-                raise ExamplesError(f"{path}: partner {partner_id!r} is not in partners.yaml")
-            outcomes.append(decide_file(session=session, path=path, partner_id=partner_id,
-                                        body=partners[partner_id], table=table,
-                                        pseudonymizer=pseudonymizer))
-        report = verify_chain(session=session)
-    _print_outcomes(outcomes)
-    print(f"\nLedger: {settings.resolved_database_url}")
-    print(f"Table of grounds: {len(table)} grounds, hash {table.hash[:16]}…")
-    print(f"Audit chain: {report.events_checked} events, "
-          f"{'intact' if report.ok else 'BROKEN at ' + str(report.broken_seq)}")
-    print("Where requests stand:  .venv/bin/disclosure status")
-    print("Decide one by hand:    .venv/bin/disclosure decide --body gemeente FILE.json")
-    return 0 if report.ok else 1
+    files = example_files(examples)
+    print("Seeding the synthetic register and opening the ledger …", flush=True)
+    prepare_register(settings, examples, files)
+    open_ledger(settings).dispose()
+    home, logs = settings.data_dir / "prefect", settings.data_dir / "logs"
+    port = args.port or settings.prefect_port
+    with local_server(port=port, home=home, log_dir=logs) as api_url, \
+            flow_server(api_url=api_url, home=home, log_dir=logs) as serving:
+        print(f"Prefect server at {api_url.removesuffix('/api')}; serving the pipeline …",
+              flush=True)
+        _wait_for_deployments(api_url, timeout=120)
+        _drop(settings, files)
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            run_deployment(DROPOFF, timeout=0, as_subflow=False)
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while (outcomes := _settled(settings, files)) is None:
+            if serving.poll() is not None:
+                raise ExamplesError(f"the flow server stopped; see {logs / 'serve.log'}")
+            if time.monotonic() > deadline:
+                raise ExamplesError(f"the examples did not settle within {SETTLE_TIMEOUT_S} s; "
+                                    f"see {logs} and `disclosure status`")
+            time.sleep(1)
+        _print_outcomes(outcomes)
+        _print_where(settings, api_url)
+        if args.once:
+            return 0
+        print("\nServing until interrupted (Ctrl-C) …", flush=True)
+        try:
+            serving.wait()
+        except KeyboardInterrupt:
+            print("\nstopping …")
+    return 0
 
 
-def _print_outcomes(outcomes: list[Outcome]) -> None:
-    rows = [("partner", "reference", "ground", "outcome", "detail")]
-    rows += [(o.partner_id, o.reference, o.ground, o.outcome, o.detail) for o in outcomes]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+def _print_outcomes(outcomes: list[tuple[ExampleFile, RequestRow, str, DecisionRow | None]],
+                    ) -> None:
+    rows = [("partner", "reference", "ground", "outcome", "state", "detail")]
+    rows += [(f.partner_id, r.reference or "—", (d.ground_id if d else None) or "—",
+              d.outcome if d else "—", state, _detail(d)) for f, r, state, d in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print()
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+
+
+def _print_where(settings: Settings, api_url: str) -> None:
+    ui = api_url.removesuffix("/api")
+    engine = open_ledger(settings)
+    with Session(engine) as session:
+        report = verify_chain(session=session)
+    engine.dispose()
+    print(f"""
+Where to look:
+  Prefect UI        {ui}/runs   (flows process-requests, collect-dropoffs, review-request)
+  Deliveries        {settings.resolved_outbox_dir}/<partner>/delivery-<decision>.json
+  Drop-off folders  {settings.resolved_dropoff_dir}/<partner>/   (drop more request files here)
+  Ledger            {settings.resolved_database_url}   (disclosure status, disclosure audit verify)
+  Audit chain       {report.events_checked} events, {'intact' if report.ok else 'BROKEN'}""")
+
+
+def cmd_serve(_args: argparse.Namespace) -> int:
+    serve_all()
+    return 0
+
+
+def cmd_register_seed(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    engine = make_register_engine(settings.resolved_register_url)
+    create_register_schema(engine)
+    report = seed_register(engine=engine, persons=args.persons, seed=args.seed,
+                           replace=args.replace)
+    print(report.to_dict())
+    return 0
 
 
 # -- ledger commands ---------------------------------------------------------------------------
@@ -195,12 +283,26 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``up``, ``status``, ``audit verify`` and ``db upgrade`` to the command line."""
-    up = sub.add_parser("up", help="run the main job on the embedded defaults",
-                        description="Decide and record the bundled example requests in the "
-                                    "local ledger, verify the audit chain, print the outcomes.")
+    up = sub.add_parser(
+        "up", help="run the whole system on the embedded defaults",
+        description="Seed the register, start a local Prefect server and the pipeline, process "
+                    "the bundled example requests, print the outcomes and keep serving.")
     up.add_argument("--examples", type=Path, default=EXAMPLES_DIR, metavar="DIR",
-                    help="folder with partners.yaml and requests/<partner>/*.json")
+                    help="folder with register.yaml and requests/<partner>/*.json")
+    up.add_argument("--port", type=int, default=None,
+                    help="port of the local Prefect server (default DISCLOSURE_PREFECT_PORT, 4200)")
+    up.add_argument("--once", action="store_true",
+                    help="stop after the examples are processed instead of serving on")
     up.set_defaults(handler=cmd_up)
+    sub.add_parser("serve", help="serve the pipeline's Prefect deployments until interrupted"
+                   ).set_defaults(handler=cmd_serve)
+    register = sub.add_parser("register", help="the synthetic source register")
+    rsub = register.add_subparsers(dest="register_command", required=True, metavar="ACTION")
+    seed = rsub.add_parser("seed", help="fill the synthetic register with generated people")
+    seed.add_argument("--persons", type=int, required=True)
+    seed.add_argument("--seed", type=int, required=True)
+    seed.add_argument("--replace", action="store_true", help="replace a filled register")
+    seed.set_defaults(handler=cmd_register_seed)
     status = sub.add_parser("status", help="where requests stand")
     status.add_argument("request", nargs="?", default=None, metavar="REQUEST")
     status.set_defaults(handler=cmd_status)

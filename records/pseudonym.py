@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from legal_bases.request import Subject
 from legal_bases.table import sha256
@@ -45,6 +45,23 @@ class Pseudonymizer:
     def of(self, subject: Subject) -> str:
         """The pseudonym of a parsed request subject."""
         return self.subject(subject.id_type.value, subject.number)
+
+    def for_recipient(self, partner_id: str) -> Callable[[Subject], str]:
+        """The codes one recipient gets instead of numbers, where a ground pseudonymises.
+
+        Derived per recipient (HMAC over ``"recipient:<partner>:<id_type>:<number>"``, 32 hex
+        digits): stable across that recipient's deliveries, so it can link its own data over
+        time, but different from the audit trail's pseudonyms and from every other recipient's
+        codes, so two recipients cannot link theirs, nor a recipient ours.
+        """
+        prefix = f"recipient:{partner_id}:".encode()
+
+        def code(subject: Subject) -> str:
+            mac = self._prepared.copy()
+            mac.update(prefix + f"{subject.id_type.value}:{subject.number}".encode())
+            return mac.hexdigest()[:32]
+
+        return code
 
     def __repr__(self) -> str:
         return "Pseudonymizer(<key hidden>)"

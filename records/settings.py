@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     * ``pseudonym_key``: hex of at least 32 bytes; default a key file in ``data_dir``, made with
       mode 0600 on first use. Losing the key makes old pseudonyms unfindable: back it up.
     * ``grounds_dir``: a folder of ground files; default the table the product ships.
+    * ``register_url``: the source register; default the synthetic one, ``<data_dir>/register.db``,
+      seeded on first start with ``register_persons`` people from ``register_seed``.
+    * ``partners_file``: the partner configuration (YAML); default the bundled examples' partners.
+    * ``dropoff_dir`` / ``outbox_dir``: where partners drop request files (one folder per
+      partner) and where file-drop deliveries go (one folder per partner); default under
+      ``data_dir``.
+    * ``prefect_port``: the port of the local Prefect server ``disclosure up`` starts when
+      ``PREFECT_API_URL`` does not name another server.
     """
 
     model_config = SettingsConfigDict(env_prefix="DISCLOSURE_", extra="forbid")
@@ -41,6 +49,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     pseudonym_key: SecretStr | None = None
     grounds_dir: Path | None = None
+    register_url: str | None = None
+    register_persons: int = 2000
+    register_seed: int = 2026
+    partners_file: Path | None = None
+    dropoff_dir: Path | None = None
+    outbox_dir: Path | None = None
+    prefect_port: int = 4200
 
     @property
     def resolved_database_url(self) -> str:
@@ -48,6 +63,19 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    @property
+    def resolved_register_url(self) -> str:
+        """The configured register URL, or the SQLite file ``<data_dir>/register.db``."""
+        return self.register_url or f"sqlite:///{self.data_dir / 'register.db'}"
+
+    @property
+    def resolved_dropoff_dir(self) -> Path:
+        return self.dropoff_dir or self.data_dir / "dropoff"
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.data_dir / "outbox"
 
     @property
     def pseudonym_key_file(self) -> Path:

@@ -133,3 +133,15 @@ def test_a_damaged_key_file_is_refused_rather_than_replaced(tmp_path: Path) -> N
     with pytest.raises(PseudonymKeyError, match=r"pseudonym\.key"):
         load_settings(data_dir=tmp_path).pseudonym_key_bytes()
     assert (tmp_path / "pseudonym.key").read_text() == "garbage\n"
+
+
+def test_recipient_codes_differ_per_recipient_and_from_the_audit_pseudonym() -> None:
+    pseudonyms = Pseudonymizer(bytes(range(32)))
+    subject = Subject(SubjectIdType.BSN, "111222333")
+    inspectie = pseudonyms.for_recipient("inspectie")
+    research = pseudonyms.for_recipient("onderzoek-nl")
+    assert inspectie(subject) == inspectie(Subject(SubjectIdType.BSN, "111222333"))
+    assert len(inspectie(subject)) == 32
+    assert inspectie(subject) != research(subject)
+    assert inspectie(subject) not in pseudonyms.of(subject)
+    assert inspectie(subject) != inspectie(Subject(SubjectIdType.BSN, "123456782"))

@@ -1,10 +1,18 @@
-"""The README's first command: ``disclosure up`` decides and records the bundled examples."""
+"""End to end: the README's first command against a real ``prefect server`` process.
+
+``disclosure up --once`` seeds the register, starts a local Prefect server and the flow server,
+drops the bundled examples off, and waits until each is delivered, rejected or waiting for a
+reviewer. The test then checks what a user would: the outcomes, the files delivered (the
+released categories and nothing else), the reports beside the dropped files, the ledger, and
+that neither Prefect's database nor any log holds a BSN.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +23,19 @@ import pytest
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SCRIPT = Path(sys.executable).parent / "disclosure"
 
+EXPECTED = {
+    "BD-2026-000123": ("approved", "delivered"),
+    "CBS-ONW-2026-Q4-01": ("needs_review", "awaiting_review"),  # a shielded subject
+    "UTR-WI-2026-5512": ("partially_approved", "delivered"),
+    "UTR-LP-2026-0203": ("needs_review", "awaiting_review"),
+    "IVHO-2026-0077": ("partially_approved", "delivered"),
+    "OM-MN-2026-1188": ("rejected", "rejected"),
+    "OM-MN-2026-1190": ("needs_review", "awaiting_review"),
+    "SVB-KB-2026-7781": ("approved", "delivered"),
+    "TS-2026-0042": ("rejected", "rejected"),
+    "UWV-2026-11-0031": ("rejected", "rejected"),
+}
+
 
 def example_numbers() -> set[str]:
     numbers = set()
@@ -24,88 +45,120 @@ def example_numbers() -> set[str]:
     return numbers
 
 
-def disclosure(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISCLOSURE_")}
-    return subprocess.run([str(SCRIPT), "--log-level", "DEBUG", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def disclosure(cwd: Path, *argv: str, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DISCLOSURE_", "PREFECT_"))}
+    env["DISCLOSURE_REGISTER_PERSONS"] = "300"
+    return subprocess.run([str(SCRIPT), *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
-                                                                 subprocess.CompletedProcess[str]]:
+def first_run(tmp_path_factory: pytest.TempPathFactory,
+              ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     cwd = tmp_path_factory.mktemp("up")
-    return cwd, disclosure(cwd, "up")
+    return cwd, disclosure(cwd, "--log-level", "DEBUG", "up", "--once", "--port",
+                           str(free_port()), timeout=400)
 
 
-def test_up_decides_every_example_with_the_policys_outcome(
+def test_up_processes_every_example_to_the_policys_outcome(
         first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     _, result = first_run
-    assert result.returncode == 0, result.stderr
-    outcomes = dict(re.findall(r"^\S+\s+(\S+)\s+\S+\s+(approved|partially_approved|rejected|"
-                               r"needs_review)\s", result.stdout, re.MULTILINE))
-    assert outcomes == {
-        "BD-2026-000123": "approved",
-        "CBS-ONW-2026-Q4-01": "approved",
-        "UTR-WI-2026-5512": "partially_approved",
-        "UTR-LP-2026-0203": "needs_review",
-        "IVHO-2026-0077": "partially_approved",
-        "OM-MN-2026-1188": "rejected",
-        "OM-MN-2026-1190": "needs_review",
-        "SVB-KB-2026-7781": "approved",
-        "TS-2026-0042": "rejected",
-        "UWV-2026-11-0031": "rejected",
-    }
-    assert "Audit chain: 21 events, intact" in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = {m[0]: (m[1], m[2]) for m in re.findall(
+        r"^\S+\s+(\S+)\s+\S+\s+(approved|partially_approved|rejected|needs_review)\s+(\S+)",
+        result.stdout, re.MULTILINE)}
+    assert found == EXPECTED
+    assert re.search(r"Prefect UI\s+http://127\.0\.0\.1:\d+/runs", result.stdout)
+    assert re.search(r"Audit chain\s+\d+ events, intact", result.stdout)
 
 
-def test_no_bsn_reaches_the_output_or_the_logs(
+def test_partners_receive_exactly_the_released_categories(
+        first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    cwd, _ = first_run
+    outbox = cwd / "var" / "outbox"
+    delivered = {p.parent.name: json.loads(p.read_text()) for p in outbox.glob("*/*.json")}
+    assert sorted(delivered) == ["belastingdienst", "gemeente-utrecht", "inspectie", "svb"]
+    for partner, document in delivered.items():
+        released = set(document["disclosure"]["released"])
+        for record in document["records"]:
+            assert set(record) - {"subject"} == released, partner
+    bijstand = delivered["gemeente-utrecht"]
+    assert bijstand["disclosure"]["withheld"] == ["gezondheid"]
+    assert len(bijstand["records"]) == 1
+    svb = delivered["svb"]
+    assert sorted(r["subject"].popitem()[0] for r in svb["records"]) == ["bsn", "onderwijsnummer"]
+    inspectie = delivered["inspectie"]
+    assert inspectie["subjects_pseudonymised"] is True
+    assert all(set(r["subject"]) == {"pseudonym"} for r in inspectie["records"])
+    assert inspectie["not_found"] == {"count": 0}
+    assert not any(n in json.dumps(inspectie) for n in example_numbers())
+
+
+def test_every_dropped_file_is_filed_away_with_a_report(
+        first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    cwd, _ = first_run
+    dropoff = cwd / "var" / "dropoff"
+    assert sorted(p.name for p in dropoff.glob("*/*.json")) == []  # nothing left waiting
+    rejected = [json.loads(p.read_text()) for p in dropoff.glob("*/rejected/*.report.json")]
+    assert [(r["file"], r["invalid"], r["entries"][0]["errors"][0]["code"]) for r in rejected] == [
+        ("awir38-invalid-bsn.json", 1, "invalid_bsn")]
+    assert len(list(dropoff.glob("*/processed/*.report.json"))) == 9
+
+
+def test_no_bsn_in_prefects_database_the_logs_or_the_output(
         first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     cwd, result = first_run
-    assert '"event": "example_decided"' in result.stderr  # the logs were on, at DEBUG
-    status = disclosure(cwd, "status")
+    prefect_db = cwd / "var" / "prefect" / "prefect.db"
+    with sqlite3.connect(prefect_db) as db:
+        tables = [t for (t,) in db.execute("select name from sqlite_master where type='table'")]
+        dump = "\n".join(str(row) for t in tables for row in db.execute(f'select * from "{t}"'))
+        runs = db.execute("select count(*) from flow_run").fetchone()[0]
+        logs = db.execute("select count(*) from log").fetchone()[0]
+    assert runs >= 5  # drop-off, dispatcher, three reviews: Prefect did hold the history
+    assert logs > 10
+    assert '"event": "batch_decided"' in dump  # our structlog lines reached the run logs
+    texts = [dump, result.stdout, result.stderr]
+    texts += [p.read_text(errors="replace") for p in (cwd / "var" / "logs").glob("*.log")]
     for number in example_numbers():
-        assert number not in result.stdout
-        assert number not in result.stderr
-        assert number not in status.stdout + status.stderr
+        assert not any(number in text for text in texts), number
 
 
-def test_the_ledger_keeps_raw_bodies_but_audits_only_pseudonyms(
+def test_the_ledger_records_which_flow_run_handled_each_request(
         first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     cwd, _ = first_run
     with sqlite3.connect(cwd / "var" / "ledger.db") as db:
+        undecided = db.execute("select count(*) from requests r where not exists (select 1 "
+                               "from decisions d where d.request_id = r.id and "
+                               "d.flow_run_id is not null)").fetchone()[0]
+        deliveries = db.execute("select count(*), count(distinct decision_id), "
+                                "count(flow_run_id) from deliveries").fetchone()
         raw = " ".join(r[0] for r in db.execute("select raw_body from requests"))
         audit = " ".join(str(r) for r in db.execute("select * from audit_events"))
-        subjects = " ".join(str(r) for r in db.execute("select * from request_subjects"))
+    assert undecided == 0
+    assert deliveries == (4, 4, 4)
     numbers = example_numbers()
     assert all(n in raw for n in numbers)  # nothing received is lost
-    assert not any(n in audit or n in subjects for n in numbers)
+    assert not any(n in audit for n in numbers)
 
 
-def test_running_up_again_decides_nothing_twice(
+def test_status_audit_and_a_second_run_change_nothing(
         first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     cwd, _ = first_run
-    again = disclosure(cwd, "up")
-    assert again.returncode == 0, again.stderr
+    status = disclosure(cwd, "status")
+    assert status.returncode == 0
+    assert status.stdout.count("delivered") >= 4
+    assert disclosure(cwd, "audit", "verify").returncode == 0
+    again = disclosure(cwd, "up", "--once", "--port", str(free_port()), timeout=400)
+    assert again.returncode == 0, again.stdout + again.stderr
     with sqlite3.connect(cwd / "var" / "ledger.db") as db:
-        per_request = db.execute("select request_id, count(*) from decisions "
-                                 "group by request_id having count(*) > 1").fetchall()
-        invalid = db.execute("select count(*) from requests where not valid").fetchone()[0]
-    assert per_request == []
-    assert invalid == 2  # the invalid example is received again: nothing received is dropped
-    verify = disclosure(cwd, "audit", "verify")
-    assert verify.returncode == 0
-    assert "audit chain intact" in verify.stdout
-
-
-def test_status_of_one_request_and_of_an_unknown_one(
-        first_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    cwd, _ = first_run
-    with sqlite3.connect(cwd / "var" / "ledger.db") as db:
-        (request_id,) = db.execute(
-            "select id from requests where reference = 'UTR-LP-2026-0203'").fetchone()
-    one = disclosure(cwd, "status", request_id)
-    assert one.returncode == 0
-    assert "awaiting_review" in one.stdout
-    assert "needs_review" in one.stdout
-    missing = disclosure(cwd, "status", "no-such-request")
-    assert missing.returncode == 1
+        assert db.execute("select count(*) from requests").fetchone()[0] == 10
+        assert db.execute("select count(*) from deliveries").fetchone()[0] == 4
+        assert db.execute("select count(*) from decisions").fetchone()[0] == 10
+    assert len(list((cwd / "var" / "outbox").glob("*/*.json"))) == 4

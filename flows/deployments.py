@@ -1,0 +1,77 @@
+"""The deployments of the pipeline, how the engine starts runs of them, and ``serve``.
+
+``disclosure serve`` (and ``disclosure up``) serve the three deployments from one process; a
+scaled-out installation deploys the same flows from ``prefect.yaml`` to a work pool instead.
+Both use the names below.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from prefect import serve
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from flows.logs import get_logger
+from legal_bases import limits
+
+DEPLOYMENT = "disclosure"
+DISPATCHER = f"process-requests/{DEPLOYMENT}"
+REVIEW = f"review-request/{DEPLOYMENT}"
+DROPOFF = f"collect-dropoffs/{DEPLOYMENT}"
+
+
+def nudge_dispatcher() -> str | None:
+    """Ask for a dispatcher run now; nudges within a few seconds share one run.
+
+    If Prefect cannot be reached nothing is lost: the requests are on the record and the
+    dispatcher's schedule picks them up. Returns the run id, or None.
+    """
+    window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
+    try:
+        run = run_deployment(DISPATCHER, timeout=0, as_subflow=False,
+                             idempotency_key=f"nudge-{window}")
+    except ObjectNotFound:
+        get_logger("dispatcher").warning("dispatcher_not_deployed", deployment=DISPATCHER)
+        return None
+    except Exception as exc:  # any failure to reach Prefect is survivable here
+        get_logger("dispatcher").warning("dispatcher_nudge_failed", error=type(exc).__name__)
+        return None
+    return str(getattr(run, "id", "")) or None
+
+
+def start_review(request_id: str) -> bool:
+    """Start the review run of one request (once: the request id is the idempotency key)."""
+    try:
+        run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
+                       as_subflow=False, idempotency_key=f"review-{request_id}",
+                       tags=["review"])
+    except ObjectNotFound:
+        get_logger("review").warning("review_not_deployed", request_id=request_id)
+        return False
+    return True
+
+
+def runner_deployments() -> list[Any]:
+    """The deployments as ``serve`` runs them, with the sweepers' schedules."""
+    from flows.dispatcher import process_requests  # noqa: PLC0415 - the flows import this module
+    from flows.dropoff import collect_dropoffs  # noqa: PLC0415
+    from flows.review import review_request  # noqa: PLC0415
+
+    return [
+        process_requests.to_deployment(
+            name=DEPLOYMENT, interval=timedelta(seconds=limits.DISPATCH_SWEEP_SECONDS),
+            tags=["disclosure"]),
+        collect_dropoffs.to_deployment(
+            name=DEPLOYMENT, interval=timedelta(seconds=limits.DROPOFF_SWEEP_SECONDS),
+            tags=["disclosure"]),
+        review_request.to_deployment(name=DEPLOYMENT, tags=["disclosure", "review"]),
+    ]
+
+
+def serve_all(limit: int = 4) -> None:
+    """Serve the pipeline's deployments until interrupted (each run in its own process)."""
+    serve(*runner_deployments(), limit=limit, print_starting_message=True)

@@ -1,0 +1,48 @@
+"""The dispatcher flow ``process-requests``: claim, decide, record, fetch, deliver, in batches.
+
+Started when requests arrive (drop-off, intake API) and on a short schedule as the sweeper, so
+nothing accepted is left behind. Each run drains the queue batch by batch: requests that arrive
+while it runs are taken in its next batch.
+"""
+
+from __future__ import annotations
+
+import structlog
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.runtime import runtime
+from flows.tasks import claim_batch, decide_batch, deliver_batch, release_batch, start_reviews
+from legal_bases import limits
+
+
+@flow(name="process-requests", persist_result=False,
+      description="Claim waiting requests; validate, assess and record the decisions; fetch the "
+                  "released data and deliver it; start a review run where a person must decide.")
+def process_requests(max_batches: int = 100,
+                     batch_size: int = limits.DISPATCH_BATCH_SIZE) -> dict[str, int]:
+    """Work through the waiting requests, ``batch_size`` at a time, at most ``max_batches``."""
+    run_id = str(flow_run.id) if flow_run.id else None
+    worker = f"process-requests:{run_id}"
+    structlog.contextvars.bind_contextvars(flow_run_id=run_id)
+    runtime()  # configure logging and open the ledger before the first task
+    totals = {"claimed": 0, "to_deliver": 0, "to_review": 0, "rejected": 0, "reviews_started": 0,
+              "delivered": 0, "failed": 0}
+    for _ in range(max_batches):
+        claimed = claim_batch(worker, batch_size)
+        if not claimed:
+            break
+        try:
+            decided = decide_batch(claimed, run_id)
+            totals["reviews_started"] += start_reviews(decided["review"])
+            delivery = deliver_batch(decided["deliver"], run_id)
+        finally:
+            release_batch(worker, claimed)
+        totals["claimed"] += len(claimed)
+        totals["to_deliver"] += len(decided["deliver"])
+        totals["to_review"] += len(decided["review"])
+        totals["rejected"] += len(decided["rejected"])
+        totals["delivered"] += delivery["delivered"]
+        totals["failed"] += delivery["failed_transient"] + delivery["failed_permanent"]
+    structlog.contextvars.unbind_contextvars("flow_run_id")
+    return totals

@@ -1,0 +1,35 @@
+"""The drop-off flow ``collect-dropoffs``: take in the files partners left in their folders.
+
+Every request in every file is recorded (valid or not); each file goes to ``processed/`` or
+``rejected/`` with a report beside it; then the dispatcher is nudged.
+"""
+
+from __future__ import annotations
+
+import structlog
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.deployments import nudge_dispatcher
+from flows.runtime import runtime
+from flows.tasks import list_drop_files, take_in
+
+
+@flow(name="collect-dropoffs", persist_result=False,
+      description="Record the request files partners dropped off, file them away with a "
+                  "report, and nudge the dispatcher.")
+def collect_dropoffs(nudge: bool = True) -> dict[str, int]:
+    """Take in every waiting drop file; returns counts."""
+    run_id = str(flow_run.id) if flow_run.id else None
+    structlog.contextvars.bind_contextvars(flow_run_id=run_id)
+    runtime()
+    totals = {"files": 0, "valid": 0, "invalid": 0}
+    for partner_id, path, sha256 in list_drop_files():
+        taken = take_in(partner_id, path, sha256)
+        totals["files"] += 1
+        totals["valid"] += int(str(taken["valid"]))
+        totals["invalid"] += int(str(taken["invalid"]))
+    if nudge and (totals["valid"] or totals["invalid"]):
+        nudge_dispatcher()
+    structlog.contextvars.unbind_contextvars("flow_run_id")
+    return totals

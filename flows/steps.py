@@ -1,0 +1,372 @@
+"""The work of the pipeline, as plain functions of a :class:`~flows.runtime.Runtime`.
+
+Prefect tasks (:mod:`flows.tasks`) wrap these; they hand each other request ids and counts,
+never personal data. Every step starts from what the ledger recorded, so a run that crashed and
+runs again carries on: a request decided is not decided again, a decision delivered is not
+delivered again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from connectors.dropoff import DropFile, Entry
+from connectors.errors import (
+    DeliveryRejectedError,
+    IdempotencyConflictError,
+    IdentifierLeakError,
+    IdentifiersInPseudonymisedFetchError,
+    RegisterUnavailableError,
+)
+from connectors.register import FetchResult
+from flows.logs import get_logger
+from flows.runtime import Runtime
+from legal_bases import limits
+from legal_bases.assessment import assess, with_review_trigger
+from legal_bases.decision import Decision
+from legal_bases.errors import DisclosureError, FieldError
+from legal_bases.ground import GroundVersion
+from legal_bases.request import DisclosureRequest, InvalidRequest, read_request
+from legal_bases.table import GroundTable
+from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger
+from records.deliveries import (
+    DeliveryFailure,
+    DeliveryItem,
+    delivered,
+    delivery_key,
+    record_deliveries,
+    record_delivery_failures,
+)
+from records.errors import ReferenceConflictError
+from records.ledger import (
+    DecisionItem,
+    load_table_snapshot,
+    received_on,
+    record_decisions,
+    record_submission,
+)
+from records.models import DecisionRow, RequestRow, RequestStatus
+from records.vocabulary import Channel, RequestState
+
+_RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
+
+
+def chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start:start + size])
+
+
+def parse_submission(row: RequestRow) -> DisclosureRequest | InvalidRequest:
+    """A recorded submission read again exactly as at intake (the same day of receipt)."""
+    try:
+        raw: Any = json.loads(row.raw_body)
+    except json.JSONDecodeError as exc:
+        return InvalidRequest((FieldError("", "bad_json", f"not JSON: {exc.msg}"),))
+    return read_request(raw, received_on=received_on(row.received_at))
+
+
+# -- decide -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Decided:
+    """Where a batch went: ids to deliver, to review, and rejected (ids only)."""
+
+    deliver: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+
+def _requests_in(session: Session, ids: Sequence[str]) -> list[tuple[RequestRow, str]]:
+    found: list[tuple[RequestRow, str]] = []
+    for chunk in chunks(ids, 500):
+        found += [(row, state) for row, state in session.execute(
+            select(RequestRow, RequestStatus.state)  # type: ignore[call-overload]
+            .join(RequestStatus, col(RequestStatus.request_id) == col(RequestRow.id))
+            .where(col(RequestRow.id).in_(chunk))).all()]
+    return found
+
+
+def decide_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: str | None,
+                    ) -> Decided:
+    """Validate, assess and record the decisions of the claimed requests not yet decided.
+
+    A decision that would release data about a shielded subject goes to review instead. The
+    decisions are on the record (hash-chained) before this returns: nothing is delivered
+    before its decision is written.
+    """
+    log = get_logger("dispatcher")
+    with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
+        rows = _requests_in(session, request_ids)
+        waiting = [row for row, state in rows
+                   if state in (RequestState.RECEIVED.value, RequestState.INVALID.value)]
+        already = [row.id for row, state in rows if state == RequestState.DECIDED.value]
+        parsed = {row.id: parse_submission(row) for row in waiting}
+        decisions = {row.id: assess(parsed[row.id], Body(row.requester_body), rt.table)
+                     for row in waiting}
+        decisions = _send_shielded_to_review(rt, decisions, parsed)
+        now = datetime.now(UTC)
+        record_decisions(session=session, table=rt.table, items=[
+            DecisionItem(request_id=rid, decision=d, decided_at=now, flow_run_id=flow_run_id)
+            for rid, d in decisions.items()])
+    outcome = Decided(
+        deliver=already + [rid for rid, d in decisions.items() if d.outcome.value in _RELEASING],
+        review=[rid for rid, d in decisions.items() if d.outcome is Outcome.NEEDS_REVIEW],
+        rejected=[rid for rid, d in decisions.items() if d.outcome is Outcome.REJECTED])
+    log.info("batch_decided", decided=len(decisions), to_deliver=len(outcome.deliver),
+             to_review=len(outcome.review), rejected=len(outcome.rejected))
+    return outcome
+
+
+def _send_shielded_to_review(rt: Runtime, decisions: dict[str, Decision],
+                             parsed: dict[str, DisclosureRequest | InvalidRequest],
+                             ) -> dict[str, Decision]:
+    releasing = {rid: request for rid, request in parsed.items()
+                 if isinstance(request, DisclosureRequest)
+                 and decisions[rid].outcome.value in _RELEASING}
+    subjects = list(dict.fromkeys(s for r in releasing.values() for s in r.subjects))
+    if not subjects:
+        return decisions
+    shielded = rt.register.shielded(subjects)
+    out = dict(decisions)
+    for rid, request in releasing.items():
+        if any(s in shielded for s in request.subjects):
+            out[rid] = with_review_trigger(decisions[rid], ReviewTrigger.SHIELDED_SUBJECT)
+    return out
+
+
+# -- deliver ------------------------------------------------------------------------------------
+
+@dataclass
+class Delivered:
+    """What a delivery step did (counts only)."""
+
+    delivered: int = 0
+    repeats: int = 0
+    skipped: int = 0
+    failed_transient: int = 0
+    failed_permanent: int = 0
+    records: int = 0
+    not_found: int = 0
+
+    def add(self, other: Delivered) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _deliverable(rt: Runtime, ids: Sequence[str]) -> tuple[list[tuple[RequestRow, DecisionRow]],
+                                                            int]:
+    """The requests among ``ids`` whose latest decision releases data and is not delivered."""
+    with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
+        rows = [row for row, state in _requests_in(session, ids)
+                if state == RequestState.DECIDED.value]
+        latest: dict[str, DecisionRow] = {}
+        for chunk in chunks([r.id for r in rows], 500):
+            for decision in session.execute(select(DecisionRow).where(
+                    col(DecisionRow.request_id).in_(chunk))).scalars():
+                held = latest.get(decision.request_id)
+                if held is None or decision.sequence > held.sequence:
+                    latest[decision.request_id] = decision
+        done = delivered(session=session, decision_ids=[d.id for d in latest.values()])
+        pending = [(row, latest[row.id]) for row in rows if row.id in latest
+                   and latest[row.id].outcome in _RELEASING and latest[row.id].id not in done]
+    return pending, len(ids) - len(pending)
+
+
+def _table_of(rt: Runtime, decision: DecisionRow) -> GroundTable:
+    if decision.table_hash == rt.table.hash:
+        return rt.table
+    with Session(rt.ledger, expire_on_commit=False) as session:
+        return load_table_snapshot(session=session, table_hash=decision.table_hash)
+
+
+def delivery_document(request: RequestRow, decision: DecisionRow, version: GroundVersion,
+                      result: FetchResult) -> dict[str, Any]:
+    """What the partner receives: the decision it rests on and the released records only.
+
+    Where the ground pseudonymises, records are ordered by code and subjects not found are
+    only counted, so nothing in the document links a code to a number the partner sent.
+    """
+    records = result.records
+    if version.pseudonymise:
+        records = sorted(records, key=lambda r: str(r["subject"].get("pseudonym")))
+        not_found: Any = {"count": len(result.not_found)}
+    else:
+        not_found = [{s.id_type.value: s.number} for s in result.not_found]
+    return {
+        "disclosure": {
+            "request_id": request.id,
+            "reference": request.reference,
+            "decision_id": decision.id,
+            "outcome": decision.outcome,
+            "ground": decision.ground_id,
+            "ground_version": decision.ground_version,
+            "citation": version.citation.to_dict(),
+            "released": decision.released,
+            "withheld": decision.withheld,
+            "decided_by": decision.decided_by,
+            "decided_at": decision.decided_at.astimezone(UTC).isoformat(),
+        },
+        "subjects_pseudonymised": version.pseudonymise,
+        "records": records,
+        "not_found": not_found,
+    }
+
+
+def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: str | None,
+                     ) -> Delivered:
+    """Fetch the released categories and deliver each decided request once, receipt recorded.
+
+    A destination that refuses for good fails the request (an operator acts); any other
+    delivery failure leaves it decided, and the next sweep tries again. If the register is
+    unreachable the step raises (the task retries): nothing half-fetched goes out.
+    """
+    log = get_logger("delivery")
+    pending, skipped = _deliverable(rt, request_ids)
+    total = Delivered(skipped=skipped)
+    for start in range(0, len(pending), limits.DELIVERY_RECORD_CHUNK):
+        part = Delivered()
+        items: list[DeliveryItem] = []
+        failures: list[DeliveryFailure] = []
+        for request, decision in pending[start:start + limits.DELIVERY_RECORD_CHUNK]:
+            try:
+                item = _deliver_one(rt, request, decision, flow_run_id)
+            except RegisterUnavailableError:
+                raise
+            except (DeliveryRejectedError, IdempotencyConflictError,
+                    IdentifiersInPseudonymisedFetchError, IdentifierLeakError) as exc:
+                failures.append(_failure(request, decision, exc, True, flow_run_id))
+                part.failed_permanent += 1
+            except DisclosureError as exc:
+                failures.append(_failure(request, decision, exc, False, flow_run_id))
+                part.failed_transient += 1
+            else:
+                items.append(item)
+                part.delivered += 1
+                part.repeats += item.receipt.get("status") == "repeat"
+                part.records += item.counts["records"]
+                part.not_found += item.counts["not_found"]
+        with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
+            record_deliveries(session=session, items=items)
+            record_delivery_failures(session=session, failures=failures)
+        total.add(part)
+    log.info("batch_delivered", **vars(total))
+    return total
+
+
+def _deliver_one(rt: Runtime, request: RequestRow, decision: DecisionRow,
+                 flow_run_id: str | None) -> DeliveryItem:
+    parsed = parse_submission(request)
+    if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
+        raise DisclosureError(f"request {request.id} was decided {decision.outcome} without a "
+                              "valid request or ground version")
+    version = _table_of(rt, decision).version(decision.ground_version)
+    pseudonymise = (rt.pseudonymizer.for_recipient(request.partner_id)
+                    if version.pseudonymise else None)
+    result = rt.register.fetch(subjects=parsed.subjects,
+                               categories=[Category(c) for c in decision.released],
+                               pseudonymise=pseudonymise)
+    document = delivery_document(request, decision, version, result)
+    receipt = rt.destination(request.partner_id).deliver(
+        idempotency_key=delivery_key(decision.id), document=document)
+    return DeliveryItem(
+        request_id=request.id, decision_id=decision.id, partner_id=request.partner_id,
+        destination=receipt.kind, receipt=receipt.to_dict(), delivered_at=receipt.delivered_at,
+        flow_run_id=flow_run_id,
+        counts={"records": len(result.records), "not_found": len(result.not_found)})
+
+
+def _failure(request: RequestRow, decision: DecisionRow, exc: Exception, permanent: bool,
+             flow_run_id: str | None) -> DeliveryFailure:
+    get_logger("delivery").warning("delivery_failed", request_id=request.id,
+                                   partner_id=request.partner_id, error=type(exc).__name__,
+                                   permanent=permanent)
+    return DeliveryFailure(request_id=request.id, decision_id=decision.id,
+                           partner_id=request.partner_id, error=type(exc).__name__,
+                           failed_at=datetime.now(UTC), permanent=permanent,
+                           flow_run_id=flow_run_id)
+
+
+# -- take in drop-off files ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TakenIn:
+    """What one drop file held: the request ids recorded, and how many were valid."""
+
+    file: str
+    partner_id: str
+    request_ids: list[str]
+    valid: int
+    invalid: int
+    accepted: bool
+
+
+def _entry_request(entry: Entry, received_at: datetime,
+                   ) -> tuple[str, DisclosureRequest | InvalidRequest]:
+    if entry.too_large:
+        return (f"(an entry of more than {limits.MAX_REQUEST_BYTES} bytes; the file is kept)",
+                InvalidRequest((FieldError("", "too_large", "the request is larger than "
+                                           f"{limits.MAX_REQUEST_BYTES} bytes"),)))
+    try:
+        raw: Any = json.loads(entry.text)
+    except json.JSONDecodeError as exc:
+        return entry.text, InvalidRequest((FieldError(
+            "", "bad_json", f"not JSON: {exc.msg} at column {exc.colno}"),))
+    return entry.text, read_request(raw, received_on=received_on(received_at))
+
+
+def take_in_file(rt: Runtime, drop: DropFile) -> TakenIn:
+    """Record every request in a drop file (valid or not), then file it away with a report."""
+    log = get_logger("dropoff")
+    partner = rt.partners.get(drop.partner_id)
+    name = drop.path.name
+    if partner is None:
+        rt.dropbox.file_away(drop, accepted=False, report={
+            "file": name, "sha256": drop.sha256, "error": "unknown_partner",
+            "message": f"no partner {drop.partner_id!r} is configured; nothing was taken in"})
+        log.warning("dropoff_unknown_partner", partner_id=drop.partner_id)
+        return TakenIn(name, drop.partner_id, [], 0, 0, accepted=False)
+    lines: list[dict[str, Any]] = []
+    entries = list(rt.dropbox.entries(drop))
+    with Session(rt.ledger, expire_on_commit=False) as session:
+        for start in range(0, len(entries), 200):
+            with session.begin():
+                for entry in entries[start:start + 200]:
+                    lines.append(_take_in_entry(rt, session, drop, partner.body, entry))
+    valid = sum(1 for line in lines if line["valid"])
+    report = {"file": name, "sha256": drop.sha256, "partner_id": drop.partner_id,
+              "taken_in_at": datetime.now(UTC).isoformat(), "requests": len(lines),
+              "valid": valid, "invalid": len(lines) - valid, "entries": lines}
+    if not lines:
+        report["error"] = "no_requests"
+    rt.dropbox.file_away(drop, accepted=valid > 0, report=report)
+    log.info("dropoff_taken_in", partner_id=drop.partner_id, file_sha256=drop.sha256,
+             valid=valid, invalid=len(lines) - valid)
+    return TakenIn(name, drop.partner_id, [line["request_id"] for line in lines], valid,
+                   len(lines) - valid, accepted=valid > 0)
+
+
+def _take_in_entry(rt: Runtime, session: Session, drop: DropFile, body: Body,
+                   entry: Entry) -> dict[str, Any]:
+    received_at = datetime.now(UTC)
+    raw_text, parsed = _entry_request(entry, received_at)
+    common: dict[str, Any] = {
+        "session": session, "partner_id": drop.partner_id, "requester_body": body,
+        "channel": Channel.DROPOFF, "raw_body": raw_text, "received_at": received_at,
+        "pseudonymizer": rt.pseudonymizer,
+        "intake_key": f"dropoff:{drop.partner_id}:{drop.sha256}:{entry.line}"}
+    try:
+        row = record_submission(parsed=parsed, **common)
+    except ReferenceConflictError as exc:
+        conflict = FieldError("reference", "reference_conflict",
+                              f"already used by request {exc.existing_request_id} with "
+                              "another body")
+        row = record_submission(parsed=InvalidRequest((conflict,)), **common)
+    return {"line": entry.line, "request_id": row.id, "reference": row.reference,
+            "valid": row.valid, "errors": row.validation_errors}

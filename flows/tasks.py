@@ -1,0 +1,82 @@
+"""The pipeline's Prefect tasks: thin, typed wrappers of :mod:`flows.steps`.
+
+They pass request ids and counts, nothing personal; none persists its result (the ledger is the
+record), and none is cached. Retries sit where the outside world can fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+from sqlmodel import Session
+
+from connectors.dropoff import DropFile
+from flows import steps
+from flows.logs import get_logger
+from flows.runtime import runtime
+from legal_bases import limits
+from records.queue import claim_requests, release_claims
+
+
+@task(name="claim-requests", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
+      cache_policy=NONE)
+def claim_batch(worker: str, limit: int) -> list[str]:
+    """Claim a batch of waiting requests for this run."""
+    rt = runtime()
+    with Session(rt.ledger) as session, session.begin():
+        return claim_requests(session=session, worker=worker, limit=limit,
+                              lease=timedelta(seconds=limits.CLAIM_LEASE_SECONDS),
+                              now=datetime.now(UTC))
+
+
+@task(name="release-claims", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
+      cache_policy=NONE)
+def release_batch(worker: str, request_ids: list[str]) -> None:
+    """Give up this run's claims."""
+    with Session(runtime().ledger) as session, session.begin():
+        release_claims(session=session, worker=worker, request_ids=request_ids)
+
+
+@task(name="decide-requests", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
+      cache_policy=NONE)
+def decide_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, list[str]]:
+    """Validate, assess and record the decisions of a batch; returns where each request went."""
+    return asdict(steps.decide_requests(runtime(), request_ids, flow_run_id=flow_run_id))
+
+
+@task(name="deliver-requests", retries=3, retry_delay_seconds=[2, 10, 30], persist_result=False,
+      cache_policy=NONE)
+def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, int]:
+    """Fetch and deliver the decided requests of a batch, once each; returns counts."""
+    return asdict(steps.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id))
+
+
+@task(name="start-reviews", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
+      cache_policy=NONE)
+def start_reviews(request_ids: list[str]) -> int:
+    """Start one review run per request that needs a reviewer; returns how many started."""
+    from flows.deployments import start_review  # noqa: PLC0415 - deployments import the flows
+
+    return sum(start_review(request_id) for request_id in request_ids)
+
+
+@task(name="list-drop-files", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
+      cache_policy=NONE)
+def list_drop_files() -> list[tuple[str, str, str]]:
+    """The drop files waiting: (partner id, path, sha256) each."""
+    return [(d.partner_id, str(d.path), d.sha256) for d in runtime().dropbox.waiting()]
+
+
+@task(name="take-in-file", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
+      cache_policy=NONE)
+def take_in(partner_id: str, path: str, sha256: str) -> dict[str, object]:
+    """Record every request of one drop file and file it away; returns ids and counts."""
+    drop = DropFile(partner_id, Path(path), sha256)
+    if not drop.path.exists():  # taken in by an earlier attempt or a concurrent run
+        get_logger("dropoff").info("dropoff_already_taken_in", partner_id=partner_id)
+        return {"file": drop.path.name, "request_ids": [], "valid": 0, "invalid": 0}
+    return asdict(steps.take_in_file(runtime(), drop))

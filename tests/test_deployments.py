@@ -1,0 +1,49 @@
+"""prefect.yaml and the served deployments name the same flows, and every entrypoint imports."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import yaml
+
+from flows.deployments import DEPLOYMENT, DISPATCHER, DROPOFF, REVIEW, runner_deployments
+from legal_bases import limits
+
+ROOT = Path(__file__).parents[1]
+
+
+def prefect_yaml() -> dict[str, object]:
+    loaded: dict[str, object] = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return loaded
+
+
+def test_every_entrypoint_in_prefect_yaml_imports_a_flow() -> None:
+    names = set()
+    for deployment in prefect_yaml()["deployments"]:  # type: ignore[attr-defined]
+        path, _, attribute = deployment["entrypoint"].partition(":")
+        spec = importlib.util.spec_from_file_location(f"entry_{attribute}", ROOT / path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        flow = getattr(module, attribute)
+        names.add(f"{flow.name}/{deployment['name']}")
+    assert names == {DISPATCHER, DROPOFF, REVIEW}
+
+
+def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
+    served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
+    assert set(served) == {DISPATCHER, DROPOFF, REVIEW}
+    assert {d.name for d in served.values()} == {DEPLOYMENT}
+    intervals = {d["entrypoint"]: d.get("schedules", [{}])[0].get("interval")
+                 for d in prefect_yaml()["deployments"]}  # type: ignore[attr-defined]
+    assert intervals == {
+        "flows/dispatcher.py:process_requests": limits.DISPATCH_SWEEP_SECONDS,
+        "flows/dropoff.py:collect_dropoffs": limits.DROPOFF_SWEEP_SECONDS,
+        "flows/review.py:review_request": None,
+    }
+    served_intervals = {name: d.schedules[0].schedule.interval.total_seconds()
+                        for name, d in served.items() if d.schedules}
+    assert served_intervals == {DISPATCHER: limits.DISPATCH_SWEEP_SECONDS,
+                                DROPOFF: limits.DROPOFF_SWEEP_SECONDS}
