@@ -24,8 +24,9 @@ REVIEW = f"review-request/{DEPLOYMENT}"
 DROPOFF = f"collect-dropoffs/{DEPLOYMENT}"
 
 
-def nudge_dispatcher() -> str | None:
-    """Ask for a dispatcher run now; nudges within a few seconds share one run.
+def nudge_dispatcher(key: str | None = None) -> str | None:
+    """Ask for a dispatcher run now; nudges within a few seconds share one run (or all with
+    the same ``key``).
 
     If Prefect cannot be reached nothing is lost: the requests are on the record and the
     dispatcher's schedule picks them up. Returns the run id, or None.
@@ -33,7 +34,7 @@ def nudge_dispatcher() -> str | None:
     window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
     try:
         run = run_deployment(DISPATCHER, timeout=0, as_subflow=False,
-                             idempotency_key=f"nudge-{window}")
+                             idempotency_key=key or f"nudge-{window}")
     except ObjectNotFound:
         get_logger("dispatcher").warning("dispatcher_not_deployed", deployment=DISPATCHER)
         return None

@@ -13,6 +13,7 @@ from prefect.runtime import flow_run
 from flows.deployments import nudge_dispatcher
 from flows.runtime import runtime
 from flows.tasks import list_drop_files, take_in
+from legal_bases import limits
 
 
 @flow(name="collect-dropoffs", persist_result=False,
@@ -24,12 +25,15 @@ def collect_dropoffs(nudge: bool = True) -> dict[str, int]:
     structlog.contextvars.bind_contextvars(flow_run_id=run_id)
     runtime()
     totals = {"files": 0, "valid": 0, "invalid": 0}
-    for partner_id, path, sha256 in list_drop_files():
-        taken = take_in(partner_id, path, sha256)
-        totals["files"] += 1
-        totals["valid"] += int(str(taken["valid"]))
-        totals["invalid"] += int(str(taken["invalid"]))
+    files = list_drop_files()
+    for start in range(0, len(files), limits.DROPOFF_FILES_PER_TASK):
+        taken = take_in(files[start:start + limits.DROPOFF_FILES_PER_TASK])
+        for key in totals:
+            totals[key] += taken[key]
+        if nudge and start == 0 and len(files) > limits.DROPOFF_FILES_PER_TASK:
+            nudge_dispatcher()  # the dispatcher starts on these while the rest is taken in
     if nudge and (totals["valid"] or totals["invalid"]):
-        nudge_dispatcher()
+        # A run of its own, so that no dispatcher that is just finishing misses the last files.
+        nudge_dispatcher(key=f"dropoff-{run_id}")
     structlog.contextvars.unbind_contextvars("flow_run_id")
     return totals

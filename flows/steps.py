@@ -225,20 +225,21 @@ def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: st
 
     A destination that refuses for good fails the request (an operator acts); any other
     delivery failure leaves it decided, and the next sweep tries again. If the register is
-    unreachable the step raises (the task retries): nothing half-fetched goes out.
+    unreachable the step raises (the task retries): nothing half-fetched goes out. The register
+    is read once per chunk and kind of release, not once per request.
     """
     log = get_logger("delivery")
     pending, skipped = _deliverable(rt, request_ids)
     total = Delivered(skipped=skipped)
     for start in range(0, len(pending), limits.DELIVERY_RECORD_CHUNK):
+        chunk = pending[start:start + limits.DELIVERY_RECORD_CHUNK]
+        fetched = _fetch_chunk(rt, chunk)
         part = Delivered()
         items: list[DeliveryItem] = []
         failures: list[DeliveryFailure] = []
-        for request, decision in pending[start:start + limits.DELIVERY_RECORD_CHUNK]:
+        for request, decision in chunk:
             try:
-                item = _deliver_one(rt, request, decision, flow_run_id)
-            except RegisterUnavailableError:
-                raise
+                item = _deliver_one(rt, request, decision, fetched[decision.id], flow_run_id)
             except (DeliveryRejectedError, IdempotencyConflictError,
                     IdentifiersInPseudonymisedFetchError, IdentifierLeakError) as exc:
                 failures.append(_failure(request, decision, exc, True, flow_run_id))
@@ -260,26 +261,75 @@ def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: st
     return total
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    version: GroundVersion
+    result: FetchResult
+
+
+def _fetch_chunk(rt: Runtime, chunk: Sequence[tuple[RequestRow, DecisionRow]],
+                 ) -> dict[str, _Fetched | DisclosureError]:
+    """The register's records for each decision of a chunk, one fetch per kind of release.
+
+    Decisions that release the same categories (to the same recipient, where the ground
+    pseudonymises) share one fetch of all their subjects; each then gets its own subjects only.
+    """
+    out: dict[str, _Fetched | DisclosureError] = {}
+    groups: dict[tuple[tuple[str, ...], str | None],
+                 list[tuple[DecisionRow, DisclosureRequest, GroundVersion]]] = {}
+    for request, decision in chunk:
+        parsed = parse_submission(request)
+        if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
+            out[decision.id] = DisclosureError(
+                f"request {request.id} was decided {decision.outcome} without a valid request "
+                "or ground version")
+            continue
+        version = _table_of(rt, decision).version(decision.ground_version)
+        key = (tuple(decision.released), request.partner_id if version.pseudonymise else None)
+        groups.setdefault(key, []).append((decision, parsed, version))
+    for (released, recipient), members in groups.items():
+        subjects = list(dict.fromkeys(s for _, parsed, _ in members for s in parsed.subjects))
+        code = rt.pseudonymizer.for_recipient(recipient) if recipient else None
+        try:
+            result = rt.register.fetch(subjects=subjects,
+                                       categories=[Category(c) for c in released],
+                                       pseudonymise=code)
+        except RegisterUnavailableError:
+            raise
+        except DisclosureError as exc:
+            out.update({decision.id: exc for decision, _, _ in members})
+            continue
+        by_subject = {_record_key(record): record for record in result.records}
+        missing = set(result.not_found)
+        for decision, parsed, version in members:
+            keys = [(s, code(s) if code else f"{s.id_type.value}:{s.number}")
+                    for s in parsed.subjects]
+            out[decision.id] = _Fetched(version, FetchResult(
+                records=[by_subject[k] for s, k in keys if s not in missing and k in by_subject],
+                not_found=[s for s in parsed.subjects if s in missing]))
+    return out
+
+
+def _record_key(record: dict[str, Any]) -> str:
+    subject = record["subject"]
+    if "pseudonym" in subject:
+        return str(subject["pseudonym"])
+    ((id_type, number),) = subject.items()
+    return f"{id_type}:{number}"
+
+
 def _deliver_one(rt: Runtime, request: RequestRow, decision: DecisionRow,
-                 flow_run_id: str | None) -> DeliveryItem:
-    parsed = parse_submission(request)
-    if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
-        raise DisclosureError(f"request {request.id} was decided {decision.outcome} without a "
-                              "valid request or ground version")
-    version = _table_of(rt, decision).version(decision.ground_version)
-    pseudonymise = (rt.pseudonymizer.for_recipient(request.partner_id)
-                    if version.pseudonymise else None)
-    result = rt.register.fetch(subjects=parsed.subjects,
-                               categories=[Category(c) for c in decision.released],
-                               pseudonymise=pseudonymise)
-    document = delivery_document(request, decision, version, result)
+                 fetched: _Fetched | DisclosureError, flow_run_id: str | None) -> DeliveryItem:
+    if isinstance(fetched, DisclosureError):
+        raise fetched
+    document = delivery_document(request, decision, fetched.version, fetched.result)
     receipt = rt.destination(request.partner_id).deliver(
         idempotency_key=delivery_key(decision.id), document=document)
     return DeliveryItem(
         request_id=request.id, decision_id=decision.id, partner_id=request.partner_id,
         destination=receipt.kind, receipt=receipt.to_dict(), delivered_at=receipt.delivered_at,
-        flow_run_id=flow_run_id,
-        counts={"records": len(result.records), "not_found": len(result.not_found)})
+        flow_run_id=flow_run_id, counts={"records": len(fetched.result.records),
+                                         "not_found": len(fetched.result.not_found)})
 
 
 def _failure(request: RequestRow, decision: DecisionRow, exc: Exception, permanent: bool,

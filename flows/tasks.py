@@ -71,12 +71,18 @@ def list_drop_files() -> list[tuple[str, str, str]]:
     return [(d.partner_id, str(d.path), d.sha256) for d in runtime().dropbox.waiting()]
 
 
-@task(name="take-in-file", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
+@task(name="take-in-files", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
       cache_policy=NONE)
-def take_in(partner_id: str, path: str, sha256: str) -> dict[str, object]:
-    """Record every request of one drop file and file it away; returns ids and counts."""
-    drop = DropFile(partner_id, Path(path), sha256)
-    if not drop.path.exists():  # taken in by an earlier attempt or a concurrent run
-        get_logger("dropoff").info("dropoff_already_taken_in", partner_id=partner_id)
-        return {"file": drop.path.name, "request_ids": [], "valid": 0, "invalid": 0}
-    return asdict(steps.take_in_file(runtime(), drop))
+def take_in(files: list[tuple[str, str, str]]) -> dict[str, int]:
+    """Record every request of some drop files and file each away; returns counts."""
+    totals = {"files": 0, "valid": 0, "invalid": 0}
+    for partner_id, path, sha256 in files:
+        drop = DropFile(partner_id, Path(path), sha256)
+        if not drop.path.exists():  # taken in by an earlier attempt or a concurrent run
+            get_logger("dropoff").info("dropoff_already_taken_in", partner_id=partner_id)
+            continue
+        taken = steps.take_in_file(runtime(), drop)
+        totals["files"] += 1
+        totals["valid"] += taken.valid
+        totals["invalid"] += taken.invalid
+    return totals
