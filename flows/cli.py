@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from flows import up
+from flows import api_cli, review_cli, up
 from flows.local_prefect import PrefectStartError
 from flows.logs import configure_logging, get_logger
 from legal_bases.assessment import assess
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     gcheck.add_argument("dir", nargs="?", type=Path, default=None, metavar="DIR")
     gcheck.set_defaults(handler=cmd_grounds_check)
     up.register(sub)
+    review_cli.register(sub, date_type=_date)
+    api_cli.register(sub)
     return parser
 
 
@@ -231,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (TableError, UsageError, up.ExamplesError, PrefectStartError) as exc:
+    except (TableError, UsageError, up.ExamplesError, PrefectStartError,
+            api_cli.ApiCommandError) as exc:
         print(f"disclosure: {exc}", file=sys.stderr)
         return 2
     except DisclosureError as exc:

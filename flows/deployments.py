@@ -1,6 +1,6 @@
 """The deployments of the pipeline, how the engine starts runs of them, and ``serve``.
 
-``disclosure serve`` (and ``disclosure up``) serve the three deployments from one process; a
+``disclosure serve`` (and ``disclosure up``) serve the four deployments from one process; a
 scaled-out installation deploys the same flows from ``prefect.yaml`` to a work pool instead.
 Both use the names below.
 """
@@ -13,8 +13,10 @@ from typing import Any
 
 from prefect import serve
 from prefect.deployments import run_deployment
+from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectNotFound
 
+from flows import events
 from flows.logs import get_logger
 from legal_bases import limits
 
@@ -22,6 +24,7 @@ DEPLOYMENT = "disclosure"
 DISPATCHER = f"process-requests/{DEPLOYMENT}"
 REVIEW = f"review-request/{DEPLOYMENT}"
 DROPOFF = f"collect-dropoffs/{DEPLOYMENT}"
+NOTIFY = f"notify-escalation/{DEPLOYMENT}"
 
 
 def nudge_dispatcher(key: str | None = None) -> str | None:
@@ -44,24 +47,31 @@ def nudge_dispatcher(key: str | None = None) -> str | None:
     return str(getattr(run, "id", "")) or None
 
 
-def start_review(request_id: str) -> bool:
-    """Start the review run of one request (once: the request id is the idempotency key)."""
+def start_review(request_id: str) -> str | None:
+    """Start the review run of one request (once: the request id is the idempotency key);
+    returns the run's id, or None if the review deployment is not there."""
     try:
-        run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
-                       as_subflow=False, idempotency_key=f"review-{request_id}",
-                       tags=["review"])
+        run = run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
+                             as_subflow=False, idempotency_key=f"review-{request_id}",
+                             tags=["review"])
     except ObjectNotFound:
         get_logger("review").warning("review_not_deployed", request_id=request_id)
-        return False
-    return True
+        return None
+    events.emit(events.REVIEW_NEEDED, request_id)
+    return str(getattr(run, "id", "")) or None
 
 
 def runner_deployments() -> list[Any]:
     """The deployments as ``serve`` runs them, with the sweepers' schedules."""
     from flows.dispatcher import process_requests  # noqa: PLC0415 - the flows import this module
     from flows.dropoff import collect_dropoffs  # noqa: PLC0415
+    from flows.notify import notify_escalation  # noqa: PLC0415
     from flows.review import review_request  # noqa: PLC0415
 
+    escalated = DeploymentEventTrigger(
+        name="disclosure-review-escalated", expect={events.REVIEW_ESCALATED},
+        match={"prefect.resource.id": "disclosure.request.*"},
+        parameters={"request_id": "{{ event.payload.request_id }}"})
     return [
         process_requests.to_deployment(
             name=DEPLOYMENT, interval=timedelta(seconds=limits.DISPATCH_SWEEP_SECONDS),
@@ -70,6 +80,8 @@ def runner_deployments() -> list[Any]:
             name=DEPLOYMENT, interval=timedelta(seconds=limits.DROPOFF_SWEEP_SECONDS),
             tags=["disclosure"]),
         review_request.to_deployment(name=DEPLOYMENT, tags=["disclosure", "review"]),
+        notify_escalation.to_deployment(name=DEPLOYMENT, tags=["disclosure"],
+                                        triggers=[escalated]),
     ]
 
 

@@ -12,7 +12,15 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.runtime import runtime
-from flows.tasks import claim_batch, decide_batch, deliver_batch, release_batch, start_reviews
+from flows.tasks import (
+    claim_batch,
+    decide_batch,
+    deliver_batch,
+    escalate_reviews,
+    release_batch,
+    start_missing_reviews,
+    start_reviews,
+)
 from legal_bases import limits
 
 
@@ -27,22 +35,28 @@ def process_requests(max_batches: int = 100,
     structlog.contextvars.bind_contextvars(flow_run_id=run_id)
     runtime()  # configure logging and open the ledger before the first task
     totals = {"claimed": 0, "to_deliver": 0, "to_review": 0, "rejected": 0, "reviews_started": 0,
-              "delivered": 0, "failed": 0}
-    for _ in range(max_batches):
-        claimed = claim_batch(worker, batch_size)
-        if not claimed:
-            break
-        try:
+              "delivered": 0, "failed": 0, "escalated": escalate_reviews(run_id),
+              "reviews_restarted": start_missing_reviews(run_id)}
+    # Claims are held until the run ends: a request whose delivery failed (and stays decided)
+    # waits for the next sweep instead of being claimed again by this run's next batch.
+    held: list[str] = []
+    try:
+        for _ in range(max_batches):
+            claimed = claim_batch(worker, batch_size)
+            if not claimed:
+                break
+            held += claimed
             decided = decide_batch(claimed, run_id)
-            totals["reviews_started"] += start_reviews(decided["review"])
+            totals["reviews_started"] += start_reviews(decided["review"], run_id)
             delivery = deliver_batch(decided["deliver"], run_id)
-        finally:
-            release_batch(worker, claimed)
-        totals["claimed"] += len(claimed)
-        totals["to_deliver"] += len(decided["deliver"])
-        totals["to_review"] += len(decided["review"])
-        totals["rejected"] += len(decided["rejected"])
-        totals["delivered"] += delivery["delivered"]
-        totals["failed"] += delivery["failed_transient"] + delivery["failed_permanent"]
+            totals["claimed"] += len(claimed)
+            totals["to_deliver"] += len(decided["deliver"])
+            totals["to_review"] += len(decided["review"])
+            totals["rejected"] += len(decided["rejected"])
+            totals["delivered"] += delivery["delivered"]
+            totals["failed"] += delivery["failed_transient"] + delivery["failed_permanent"]
+    finally:
+        if held:
+            release_batch(worker, held)
     structlog.contextvars.unbind_contextvars("flow_run_id")
     return totals

@@ -27,7 +27,7 @@ def collect_dropoffs(nudge: bool = True) -> dict[str, int]:
     totals = {"files": 0, "valid": 0, "invalid": 0}
     files = list_drop_files()
     for start in range(0, len(files), limits.DROPOFF_FILES_PER_TASK):
-        taken = take_in(files[start:start + limits.DROPOFF_FILES_PER_TASK])
+        taken = take_in(files[start:start + limits.DROPOFF_FILES_PER_TASK], run_id)
         for key in totals:
             totals[key] += taken[key]
         if nudge and start == 0 and len(files) > limits.DROPOFF_FILES_PER_TASK:

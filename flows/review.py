@@ -1,33 +1,236 @@
 """The review flow ``review-request``: one run per request whose decision needs a person.
 
-For now it parks the request in ``awaiting_review`` and says so; the legal reviewer's form in
-the Prefect UI comes next. When a reviewer has decided, the run delivers with the same task the
-dispatcher uses (:func:`flows.tasks.deliver_batch`).
+The run suspends (no process is held while a review takes days) with the reviewer's form on it
+(:mod:`flows.review_form`). A suspended run's body runs again from the top when it is resumed,
+so everything before the form is a read of the ledger, and where the review stands is the
+ledger's: the form for answer ``n`` has the key ``review-<n>`` (Prefect hands back the stored
+answer for a key already answered), and answer ``n`` is recorded once. An answer is checked —
+the reviewer enrolled and not removed, the one-time code current and unused, the rules of
+:mod:`legal_bases.review` — and refused with a reason (the form opens again) or accepted.
+Releasing a special category takes a second reviewer. The accepted decision is recorded in the
+ledger (the engine's proposal beside it) before anything is delivered, with the same task the
+dispatcher uses.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
 import structlog
-from prefect import flow
+from prefect import flow, suspend_flow_run
 from prefect.runtime import flow_run
 from sqlmodel import Session
 
+from flows import events, steps
 from flows.logs import get_logger
-from flows.runtime import runtime
-from records.ledger import status_of
+from flows.review_form import FirstReview, describe, review_form
+from flows.runtime import Runtime, runtime
+from flows.tasks import deliver_batch
+from legal_bases.assessment import assess, with_review_trigger
+from legal_bases.decision import Decision
+from legal_bases.ground import GroundVersion
+from legal_bases.request import DisclosureRequest
+from legal_bases.review import Accepted, ReviewAnswer, check_answer, reviewed_decision
+from legal_bases.table import GroundTable
+from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger, ReviewVerdict
+from records.ledger import (
+    decisions_for,
+    get_request,
+    received_on,
+    record_decision,
+    status_of,
+)
+from records.models import DecisionRow, RequestRow
+from records.reviews import (
+    ReviewAnswerRow,
+    answers_for,
+    record_answer,
+    reviewer_names,
+    verify_code,
+)
+from records.totp import SecretSeal
+from records.vocabulary import RequestState
+
+IDENTITY_REFUSALS = {
+    "unknown_reviewer": "that reviewer id is not enrolled (`disclosure reviewers list`)",
+    "reviewer_removed": "that reviewer was removed and can no longer decide",
+    "wrong_code": "the one-time code is not the current one for that reviewer; take the code "
+                  "your authenticator app shows now",
+    "code_reused": "that one-time code was used before; wait for the next one",
+}
+WAITING = (RequestState.AWAITING_REVIEW.value, RequestState.ESCALATED.value)
+
+
+@dataclass(frozen=True)
+class Review:
+    """Where one request's review stands, read from the ledger."""
+
+    request: RequestRow
+    state: str
+    parsed: DisclosureRequest
+    engine: Decision
+    engine_row: DecisionRow
+    version: GroundVersion
+    table: GroundTable
+    answers: list[ReviewAnswerRow]
+    reviewed: bool
+
+    @property
+    def seq(self) -> int:
+        return len(self.answers)
+
+    @property
+    def proposal(self) -> tuple[Category, ...]:
+        assert self.engine.proposal is not None
+        return self.engine.proposal.released
+
+    @property
+    def first(self) -> ReviewAnswerRow | None:
+        accepted = [a for a in self.answers if a.accepted]
+        return accepted[-1] if accepted and accepted[-1].step == "first" else None
+
+    @property
+    def refusal(self) -> str | None:
+        last = self.answers[-1] if self.answers else None
+        return last.refusal_message if last is not None and not last.accepted else None
+
+
+def engine_decision(rt: Runtime, request: RequestRow, row: DecisionRow,
+                    table: GroundTable) -> tuple[DisclosureRequest, Decision]:
+    """The engine's decision on a request, as a value, re-derived from the recorded table."""
+    parsed = steps.parse_submission(request)
+    if not isinstance(parsed, DisclosureRequest):
+        raise ValueError(f"request {request.id} is not a valid request; nothing to review")
+    decision = assess(parsed, Body(request.requester_body), table)
+    if ReviewTrigger.SHIELDED_SUBJECT.value in {t["code"] for t in row.review_triggers}:
+        decision = with_review_trigger(decision, ReviewTrigger.SHIELDED_SUBJECT)
+    if decision.outcome is not Outcome.NEEDS_REVIEW or (
+            decision.proposal is not None and decision.proposal.to_dict() != row.proposal):
+        raise ValueError(f"the recorded decision {row.id} does not re-derive from its table")
+    return parsed, decision
+
+
+def load_review(rt: Runtime, request_id: str) -> Review | None:
+    """Where the review of ``request_id`` stands, or None if it has no review to wait for."""
+    with Session(rt.ledger, expire_on_commit=False) as session:
+        request = get_request(session=session, request_id=request_id)
+        status = status_of(session=session, request_id=request_id)
+        decisions = decisions_for(session=session, request_id=request_id)
+        answers = answers_for(session=session, request_id=request_id)
+    if request is None or status is None or not decisions:
+        return None
+    engine_row = decisions[0]
+    if engine_row.outcome != Outcome.NEEDS_REVIEW.value:
+        return None
+    table = steps.table_of(rt, engine_row)
+    parsed, engine = engine_decision(rt, request, engine_row, table)
+    version = table.version(engine_row.ground_version or "")
+    return Review(request, status.state, parsed, engine, engine_row, version, table, answers,
+                  reviewed=len(decisions) > 1)
+
+
+def _form(rt: Runtime, review: Review) -> tuple[type[Any], str]:
+    first = review.first
+    shown_first = None
+    with Session(rt.ledger) as session:
+        names = reviewer_names(session=session, ids=[first.reviewer_id] if first else [])
+    if first is not None:
+        who = names.get(first.reviewer_id)
+        # an approve releases the whole proposal, whatever was (not) selected with it
+        released = ([c.value for c in review.proposal]
+                    if first.verdict == ReviewVerdict.APPROVE.value else first.categories)
+        shown_first = FirstReview(who.name if who else first.reviewer_id,
+                                  first.role or "", first.verdict, released, first.motivation)
+    partner = rt.partners.get(review.request.partner_id)
+    description = describe(
+        request=review.parsed, request_id=review.request.id,
+        partner=partner.name if partner else review.request.partner_id,
+        body=review.request.requester_body,
+        ground_title=review.table.grounds[review.version.ground_id].title,
+        version=review.version, decision=review.engine, deadline=review.engine_row.deadline,
+        today=received_on(datetime.now(UTC)), first=shown_first, refusal=review.refusal)
+    return review_form(review.proposal), description
+
+
+def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | None) -> str:
+    """Check one answer and record it (and, when it decides, the request's decision).
+
+    Returns what happened: ``refused``, ``first`` (a second reviewer must confirm) or
+    ``decided``. Recording is keyed by the answer's number, so a run resumed twice takes it once.
+    """
+    now = datetime.now(UTC)
+    log = get_logger("review")
+    seal = SecretSeal(rt.settings.pseudonym_key_bytes())
+    with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
+        if len(answers_for(session=session, request_id=review.request.id)) > review.seq:
+            return "already_taken"
+        given = ReviewAnswer(str(answer.reviewer_id), ReviewVerdict(answer.decision),
+                             tuple(Category(c) for c in answer.categories), str(answer.motivation))
+        who = verify_code(session=session, reviewer_id=given.reviewer_id,
+                          code=str(answer.code), seal=seal, now=now)
+        first = review.first
+        first_answer = None if first is None else ReviewAnswer(
+            first.reviewer_id, ReviewVerdict(first.verdict),
+            tuple(Category(c) for c in first.categories), first.motivation)
+        if isinstance(who, str):
+            checked: Any = (who, IDENTITY_REFUSALS[who])
+        else:
+            checked = check_answer(given, proposal=review.proposal, first=first_answer)
+        row = ReviewAnswerRow(
+            request_id=review.request.id, seq=review.seq, reviewer_id=given.reviewer_id,
+            role=None if isinstance(who, str) else who.role, verdict=given.verdict.value,
+            categories=sorted(c.value for c in given.categories), motivation=given.motivation,
+            accepted=isinstance(checked, Accepted), answered_at=now, flow_run_id=flow_run_id)
+        if not isinstance(checked, Accepted):
+            code, message = checked if isinstance(checked, tuple) else (checked.code,
+                                                                        checked.message)
+            row.refusal_code, row.refusal_message = code, message
+            record_answer(session=session, answer=row)
+            log.info("review_answer_refused", reason=code, seq=review.seq)
+            return "refused"
+        if checked.needs_second:
+            row.step = "first"
+            record_answer(session=session, answer=row)
+            log.info("review_first_of_two", seq=review.seq)
+            return "first"
+        row.step = "second" if first is not None else "single"
+        record_answer(session=session, answer=row)
+        deciders = [first.reviewer_id] if first is not None else []
+        decision = reviewed_decision(review.engine, review.version, checked.release)
+        recorded = record_decision(
+            session=session, request_id=review.request.id, decision=decision,
+            table=review.table, decided_by="+".join([*deciders, given.reviewer_id]),
+            decided_at=now, flow_run_id=flow_run_id, deadline=review.engine_row.deadline)
+    events.emit(events.REVIEW_DECIDED, review.request.id, outcome=recorded.outcome,
+                released=recorded.released, reviewers=recorded.decided_by)
+    log.info("review_decided", outcome=recorded.outcome, seq=review.seq)
+    return "decided"
 
 
 @flow(name="review-request", persist_result=False,
-      description="Hold one request for a legal reviewer's decision, then deliver what was "
-                  "decided.")
+      description="Hold one request for a legal reviewer's decision (a form on this run), "
+                  "record it, then deliver what was decided.")
 def review_request(request_id: str) -> str:
-    """Park ``request_id`` for review; returns its state."""
+    """Wait for the reviewer(s) of ``request_id``, record the decision, deliver; returns the
+    request's state."""
     run_id = str(flow_run.id) if flow_run.id else None
     structlog.contextvars.bind_contextvars(flow_run_id=run_id, request_id=request_id)
     rt = runtime()
-    with Session(rt.ledger) as session:
-        status = status_of(session=session, request_id=request_id)
-    state = status.state if status else "unknown"
-    get_logger("review").info("review_waiting", state=state)
-    structlog.contextvars.unbind_contextvars("flow_run_id", "request_id")
-    return state
+    while True:
+        review = load_review(rt, request_id)
+        if review is None:
+            get_logger("review").warning("nothing_to_review")
+            return "nothing_to_review"
+        if review.reviewed or review.state not in WAITING:
+            if review.state == RequestState.DECIDED.value:
+                deliver_batch([request_id], run_id)
+            with Session(rt.ledger) as session:
+                status = status_of(session=session, request_id=request_id)
+            return status.state if status else "unknown"
+        form, description = _form(rt, review)
+        answer = suspend_flow_run(
+            wait_for_input=form.with_initial_data(description=description),
+            key=f"review-{review.seq}")
+        take_answer(rt, review, answer, flow_run_id=run_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -52,7 +52,8 @@ from records.ledger import (
     record_decisions,
     record_submission,
 )
-from records.models import DecisionRow, RequestRow, RequestStatus
+from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus
+from records.reviews import has_event, record_review_event
 from records.vocabulary import Channel, RequestState
 
 _RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
@@ -69,6 +70,8 @@ def parse_submission(row: RequestRow) -> DisclosureRequest | InvalidRequest:
         raw: Any = json.loads(row.raw_body)
     except json.JSONDecodeError as exc:
         return InvalidRequest((FieldError("", "bad_json", f"not JSON: {exc.msg}"),))
+    except RecursionError:
+        return InvalidRequest((FieldError("", "too_deep", "the JSON nests too deeply"),))
     return read_request(raw, received_on=received_on(row.received_at))
 
 
@@ -179,7 +182,7 @@ def _deliverable(rt: Runtime, ids: Sequence[str]) -> tuple[list[tuple[RequestRow
     return pending, len(ids) - len(pending)
 
 
-def _table_of(rt: Runtime, decision: DecisionRow) -> GroundTable:
+def table_of(rt: Runtime, decision: DecisionRow) -> GroundTable:
     if decision.table_hash == rt.table.hash:
         return rt.table
     with Session(rt.ledger, expire_on_commit=False) as session:
@@ -284,7 +287,7 @@ def _fetch_chunk(rt: Runtime, chunk: Sequence[tuple[RequestRow, DecisionRow]],
                 f"request {request.id} was decided {decision.outcome} without a valid request "
                 "or ground version")
             continue
-        version = _table_of(rt, decision).version(decision.ground_version)
+        version = table_of(rt, decision).version(decision.ground_version)
         key = (tuple(decision.released), request.partner_id if version.pseudonymise else None)
         groups.setdefault(key, []).append((decision, parsed, version))
     for (released, recipient), members in groups.items():
@@ -368,10 +371,13 @@ def _entry_request(entry: Entry, received_at: datetime,
     except json.JSONDecodeError as exc:
         return entry.text, InvalidRequest((FieldError(
             "", "bad_json", f"not JSON: {exc.msg} at column {exc.colno}"),))
+    except RecursionError:
+        return entry.text, InvalidRequest((FieldError(
+            "", "too_deep", "the JSON nests too deeply"),))
     return entry.text, read_request(raw, received_on=received_on(received_at))
 
 
-def take_in_file(rt: Runtime, drop: DropFile) -> TakenIn:
+def take_in_file(rt: Runtime, drop: DropFile, *, flow_run_id: str | None = None) -> TakenIn:
     """Record every request in a drop file (valid or not), then file it away with a report."""
     log = get_logger("dropoff")
     partner = rt.partners.get(drop.partner_id)
@@ -388,7 +394,8 @@ def take_in_file(rt: Runtime, drop: DropFile) -> TakenIn:
         for start in range(0, len(entries), 200):
             with session.begin():
                 for entry in entries[start:start + 200]:
-                    lines.append(_take_in_entry(rt, session, drop, partner.body, entry))
+                    lines.append(_take_in_entry(rt, session, drop, partner.body, entry,
+                                                flow_run_id=flow_run_id))
     valid = sum(1 for line in lines if line["valid"])
     report = {"file": name, "sha256": drop.sha256, "partner_id": drop.partner_id,
               "taken_in_at": datetime.now(UTC).isoformat(), "requests": len(lines),
@@ -403,13 +410,13 @@ def take_in_file(rt: Runtime, drop: DropFile) -> TakenIn:
 
 
 def _take_in_entry(rt: Runtime, session: Session, drop: DropFile, body: Body,
-                   entry: Entry) -> dict[str, Any]:
+                   entry: Entry, *, flow_run_id: str | None) -> dict[str, Any]:
     received_at = datetime.now(UTC)
     raw_text, parsed = _entry_request(entry, received_at)
     common: dict[str, Any] = {
         "session": session, "partner_id": drop.partner_id, "requester_body": body,
         "channel": Channel.DROPOFF, "raw_body": raw_text, "received_at": received_at,
-        "pseudonymizer": rt.pseudonymizer,
+        "pseudonymizer": rt.pseudonymizer, "flow_run_id": flow_run_id,
         "intake_key": f"dropoff:{drop.partner_id}:{drop.sha256}:{entry.line}"}
     try:
         row = record_submission(parsed=parsed, **common)
@@ -420,3 +427,97 @@ def _take_in_entry(rt: Runtime, session: Session, drop: DropFile, body: Body,
         row = record_submission(parsed=InvalidRequest((conflict,)), **common)
     return {"line": entry.line, "request_id": row.id, "reference": row.reference,
             "valid": row.valid, "errors": row.validation_errors}
+
+
+# -- review runs ----------------------------------------------------------------------------------
+
+REVIEW_RUN_STARTED = "review_run_started"
+
+
+def record_review_started(rt: Runtime, request_id: str, review_run_id: str, *,
+                          flow_run_id: str | None) -> None:
+    """Put on the record which flow run holds the request's review."""
+    with Session(rt.ledger) as session, session.begin():
+        record_review_event(session=session, request_id=request_id, kind=REVIEW_RUN_STARTED,
+                            now=datetime.now(UTC), payload={"review_run_id": review_run_id},
+                            flow_run_id=flow_run_id)
+
+
+def reviews_without_run(rt: Runtime) -> list[str]:
+    """Requests waiting for a reviewer whose review run was never started."""
+    started = select(AuditEvent.request_id).where(  # type: ignore[call-overload]
+        col(AuditEvent.kind) == REVIEW_RUN_STARTED)
+    with Session(rt.ledger) as session:
+        return list(session.execute(
+            select(RequestStatus.request_id).where(  # type: ignore[call-overload]
+                col(RequestStatus.state).in_([RequestState.AWAITING_REVIEW.value,
+                                              RequestState.ESCALATED.value]),
+                col(RequestStatus.request_id).not_in(started))).scalars())
+
+
+# -- deadlines ------------------------------------------------------------------------------------
+
+def today() -> date:
+    """Today in the Netherlands: the calendar deadlines are counted in."""
+    return received_on(datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A request at or past its deadline that is not finished (ids and dates only)."""
+
+    request_id: str
+    partner_id: str
+    reference: str | None
+    state: str
+    deadline: Any
+
+
+UNFINISHED = (RequestState.RECEIVED.value, RequestState.INVALID.value,
+              RequestState.DECIDED.value, RequestState.AWAITING_REVIEW.value,
+              RequestState.ESCALATED.value)
+
+
+def overdue(rt: Runtime, *, on: Any) -> list[Overdue]:
+    """Unfinished requests whose deadline is ``on`` or earlier, oldest deadline first."""
+    with Session(rt.ledger) as session:
+        rows = session.execute(
+            select(RequestRow.id, RequestRow.partner_id,  # type: ignore[call-overload]
+                   RequestRow.reference, RequestStatus.state, DecisionRow.deadline)
+            .join(RequestStatus, col(RequestStatus.request_id) == col(RequestRow.id))
+            .join(DecisionRow, col(DecisionRow.request_id) == col(RequestRow.id))
+            .where(col(DecisionRow.sequence) == 1, col(DecisionRow.deadline) <= on,
+                   col(RequestStatus.state).in_(UNFINISHED))
+            .order_by(col(DecisionRow.deadline))).all()
+    return [Overdue(*row) for row in rows]
+
+
+def escalate_reviews(rt: Runtime, *, on: Any, flow_run_id: str | None) -> dict[str, list[str]]:
+    """Mark reviews that reach their deadline today as overdue, and escalate those past it.
+
+    Each happens once per request, on the record (an audit event; escalation also moves the
+    request to ``escalated``, where it stays decidable: a review is never approved by default).
+    Returns the request ids newly overdue and newly escalated.
+    """
+    out: dict[str, list[str]] = {"overdue": [], "escalated": []}
+    waiting = [o for o in overdue(rt, on=on) if o.state in (RequestState.AWAITING_REVIEW.value,
+                                                           RequestState.ESCALATED.value)]
+    now = datetime.now(UTC)
+    with Session(rt.ledger) as session, session.begin():
+        for item in waiting:
+            payload = {"deadline": item.deadline.isoformat()}
+            if not has_event(session=session, request_id=item.request_id, kind="review_overdue"):
+                record_review_event(session=session, request_id=item.request_id,
+                                    kind="review_overdue", now=now, payload=payload,
+                                    flow_run_id=flow_run_id)
+                out["overdue"].append(item.request_id)
+            if item.deadline < on and not has_event(
+                    session=session, request_id=item.request_id, kind="review_escalated"):
+                record_review_event(session=session, request_id=item.request_id,
+                                    kind="review_escalated", now=now, payload=payload,
+                                    state=RequestState.ESCALATED.value, flow_run_id=flow_run_id)
+                out["escalated"].append(item.request_id)
+    log = get_logger("review")
+    for request_id in out["escalated"]:
+        log.warning("review_escalated", request_id=request_id)
+    return out

@@ -15,7 +15,7 @@ from prefect.cache_policies import NONE
 from sqlmodel import Session
 
 from connectors.dropoff import DropFile
-from flows import steps
+from flows import events, steps
 from flows.logs import get_logger
 from flows.runtime import runtime
 from legal_bases import limits
@@ -57,11 +57,40 @@ def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, 
 
 @task(name="start-reviews", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
       cache_policy=NONE)
-def start_reviews(request_ids: list[str]) -> int:
-    """Start one review run per request that needs a reviewer; returns how many started."""
+def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int:
+    """Start one review run per request that needs a reviewer, and put that on the record;
+    returns how many started. A request whose run could not be started is started by a later
+    sweep (:func:`start_missing_reviews`)."""
     from flows.deployments import start_review  # noqa: PLC0415 - deployments import the flows
 
-    return sum(start_review(request_id) for request_id in request_ids)
+    started = 0
+    for request_id in request_ids:
+        review_run = start_review(request_id)
+        if review_run is not None:
+            steps.record_review_started(runtime(), request_id, review_run,
+                                        flow_run_id=flow_run_id)
+            started += 1
+    return started
+
+
+@task(name="start-missing-reviews", retries=2, retry_delay_seconds=[2, 10],
+      persist_result=False, cache_policy=NONE)
+def start_missing_reviews(flow_run_id: str | None) -> int:
+    """Start the review runs that an earlier run could not start (Prefect was away)."""
+    return int(start_reviews.fn(steps.reviews_without_run(runtime()), flow_run_id))
+
+
+@task(name="escalate-reviews", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
+      cache_policy=NONE)
+def escalate_reviews(flow_run_id: str | None) -> int:
+    """Mark reviews at their deadline overdue and escalate those past it; returns how many
+    were escalated now (events go out for each)."""
+    found = steps.escalate_reviews(runtime(), on=steps.today(), flow_run_id=flow_run_id)
+    for request_id in found["overdue"]:
+        events.emit(events.REVIEW_OVERDUE, request_id)
+    for request_id in found["escalated"]:
+        events.emit(events.REVIEW_ESCALATED, request_id)
+    return len(found["escalated"])
 
 
 @task(name="list-drop-files", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
@@ -73,7 +102,7 @@ def list_drop_files() -> list[tuple[str, str, str]]:
 
 @task(name="take-in-files", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
       cache_policy=NONE)
-def take_in(files: list[tuple[str, str, str]]) -> dict[str, int]:
+def take_in(files: list[tuple[str, str, str]], flow_run_id: str | None = None) -> dict[str, int]:
     """Record every request of some drop files and file each away; returns counts."""
     totals = {"files": 0, "valid": 0, "invalid": 0}
     for partner_id, path, sha256 in files:
@@ -81,7 +110,7 @@ def take_in(files: list[tuple[str, str, str]]) -> dict[str, int]:
         if not drop.path.exists():  # taken in by an earlier attempt or a concurrent run
             get_logger("dropoff").info("dropoff_already_taken_in", partner_id=partner_id)
             continue
-        taken = steps.take_in_file(runtime(), drop)
+        taken = steps.take_in_file(runtime(), drop, flow_run_id=flow_run_id)
         totals["files"] += 1
         totals["valid"] += taken.valid
         totals["invalid"] += taken.invalid

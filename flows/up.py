@@ -14,6 +14,8 @@ import argparse
 import hashlib
 import json
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -26,6 +28,7 @@ from sqlmodel import Session, col
 
 from connectors.register import create_register_schema, make_register_engine
 from connectors.register_seed import ensure_register, seed_register, set_shielded
+from flows.api_cli import api_server
 from flows.deployments import DISPATCHER, DROPOFF, serve_all
 from flows.local_prefect import flow_server, local_server
 from flows.runtime import EXAMPLES_DIR
@@ -155,6 +158,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from prefect.deployments import run_deployment  # noqa: PLC0415 - needs the API URL first
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
+    # A TERM signal (a service manager, `kill`) stops the children too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = load_settings()
     examples: Path = args.examples
     files = example_files(examples)
@@ -164,9 +169,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     home, logs = settings.data_dir / "prefect", settings.data_dir / "logs"
     port = args.port or settings.prefect_port
     with local_server(port=port, home=home, log_dir=logs) as api_url, \
-            flow_server(api_url=api_url, home=home, log_dir=logs) as serving:
-        print(f"Prefect server at {api_url.removesuffix('/api')}; serving the pipeline …",
-              flush=True)
+            flow_server(api_url=api_url, home=home, log_dir=logs) as serving, \
+            api_server(settings, prefect_api_url=api_url) as intake_url:
+        print(f"Prefect server at {api_url.removesuffix('/api')}; serving the pipeline; "
+              f"intake API at {intake_url} …", flush=True)
         _wait_for_deployments(api_url, timeout=120)
         _drop(settings, files)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
@@ -180,7 +186,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                                     f"see {logs} and `disclosure status`")
             time.sleep(1)
         _print_outcomes(outcomes)
-        _print_where(settings, api_url)
+        _print_where(settings, api_url, intake_url)
         if args.once:
             return 0
         print("\nServing until interrupted (Ctrl-C) …", flush=True)
@@ -202,7 +208,7 @@ def _print_outcomes(outcomes: list[tuple[ExampleFile, RequestRow, str, DecisionR
         print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
 
 
-def _print_where(settings: Settings, api_url: str) -> None:
+def _print_where(settings: Settings, api_url: str, intake_url: str) -> None:
     ui = api_url.removesuffix("/api")
     engine = open_ledger(settings)
     with Session(engine) as session:
@@ -211,6 +217,7 @@ def _print_where(settings: Settings, api_url: str) -> None:
     print(f"""
 Where to look:
   Prefect UI        {ui}/runs   (flows process-requests, collect-dropoffs, review-request)
+  Intake API        {intake_url}/docs   (partners: disclosure partners add|rotate-key|revoke)
   Deliveries        {settings.resolved_outbox_dir}/<partner>/delivery-<decision>.json
   Drop-off folders  {settings.resolved_dropoff_dir}/<partner>/   (drop more request files here)
   Ledger            {settings.resolved_database_url}   (disclosure status, disclosure audit verify)

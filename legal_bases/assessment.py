@@ -40,6 +40,8 @@ PRINCIPLED: tuple[ReasonCode | ReviewTrigger, ...] = (
     ReasonCode.SPECIAL_CATEGORY_NOT_ALLOWED,
     ReviewTrigger.SPECIAL_CATEGORY,
     ReviewTrigger.SHIELDED_SUBJECT,
+    ReasonCode.WITHHELD_BY_REVIEWER,
+    ReasonCode.REJECTED_BY_REVIEWER,
 )
 
 
@@ -68,7 +70,7 @@ def principles() -> dict[str, Citation]:
     return out
 
 
-def _principle(code: ReasonCode | ReviewTrigger) -> Citation:
+def principle(code: ReasonCode | ReviewTrigger) -> Citation:
     return principles()[code.value]
 
 
@@ -83,7 +85,7 @@ def assess(request: DisclosureRequest | InvalidRequest, requester_body: Body,
     if isinstance(request, InvalidRequest):
         return Decision(Outcome.REJECTED, body, table_hash,
                         (Reason(ReasonCode.INVALID_REQUEST,
-                                _principle(ReasonCode.INVALID_REQUEST)),),
+                                principle(ReasonCode.INVALID_REQUEST)),),
                         ground_id=request.legal_basis, errors=request.errors)
     subject_count = len(request.subjects)
 
@@ -95,7 +97,7 @@ def assess(request: DisclosureRequest | InvalidRequest, requester_body: Body,
     # 2. unknown ground
     ground = table.get(request.legal_basis)
     if ground is None:
-        return rejected(ReasonCode.UNKNOWN_GROUND, _principle(ReasonCode.UNKNOWN_GROUND))
+        return rejected(ReasonCode.UNKNOWN_GROUND, principle(ReasonCode.UNKNOWN_GROUND))
     # 3. not in force on the reference date
     version = ground.version_on(request.reference_date)
     if version is None:
@@ -107,7 +109,7 @@ def assess(request: DisclosureRequest | InvalidRequest, requester_body: Body,
     # 5. purpose
     if request.purpose not in version.purposes:
         return rejected(ReasonCode.PURPOSE_NOT_COVERED,
-                        _principle(ReasonCode.PURPOSE_NOT_COVERED), vid)
+                        principle(ReasonCode.PURPOSE_NOT_COVERED), vid)
     # 6. case reference, then authorisations
     if version.case_reference_required and not request.case_reference:
         return rejected(ReasonCode.MISSING_CASE_REFERENCE, cite, vid)
@@ -129,15 +131,15 @@ def assess(request: DisclosureRequest | InvalidRequest, requester_body: Body,
     withheld_reasons: tuple[Reason, ...] = ()
     if not_special:
         code = ReasonCode.SPECIAL_CATEGORY_NOT_ALLOWED
-        withheld_reasons += (Reason(code, _principle(code), not_special),)
+        withheld_reasons += (Reason(code, principle(code), not_special),)
     if not_covered:
         code = ReasonCode.CATEGORY_NOT_COVERED
-        withheld_reasons += (Reason(code, _principle(code), not_covered),)
+        withheld_reasons += (Reason(code, principle(code), not_covered),)
     # 9. nothing left
     if not released:
         code = ReasonCode.NOTHING_TO_RELEASE
         return Decision(Outcome.REJECTED, body, table_hash,
-                        (*withheld_reasons, Reason(code, _principle(code))),
+                        (*withheld_reasons, Reason(code, principle(code))),
                         withheld=withheld, ground_id=ground.id, ground_version=vid,
                         subject_count=subject_count)
     # 10. review triggers
@@ -147,7 +149,7 @@ def assess(request: DisclosureRequest | InvalidRequest, requester_body: Body,
     special = tuple(c for c in released if c in SPECIAL_CATEGORIES)
     if special:
         triggers += (Reason(ReviewTrigger.SPECIAL_CATEGORY,
-                            _principle(ReviewTrigger.SPECIAL_CATEGORY), special),)
+                            principle(ReviewTrigger.SPECIAL_CATEGORY), special),)
     if subject_count > version.auto_limit:
         triggers += (Reason(ReviewTrigger.ABOVE_AUTO_LIMIT, cite),)
     reasons = (Reason(ReasonCode.GROUND_APPLIES, cite, released), *withheld_reasons)
@@ -168,7 +170,7 @@ def with_review_trigger(decision: Decision, trigger: ReviewTrigger,
     An approved or partially approved decision becomes ``needs_review`` with its release as the
     proposal; a decision already in review gains the trigger; a rejection stays as it is.
     """
-    reason = Reason(trigger, _principle(trigger), categories)
+    reason = Reason(trigger, principle(trigger), categories)
     if decision.outcome is Outcome.REJECTED:
         return decision
     if decision.outcome is Outcome.NEEDS_REVIEW:

@@ -32,3 +32,35 @@ NUDGE_WINDOW_SECONDS = 5
 #: Largest single request a drop-off file line or an API body may hold, in bytes. A request with
 #: MAX_SUBJECTS_PER_REQUEST subjects is about 2.2 MB.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+#: Legal review (DESIGN.md section 6): the shortest written motivation a reviewer may give, and
+#: how many time steps of 30 s either side of now a one-time code (RFC 6238) may come from.
+MIN_MOTIVATION_CHARS = 20
+MAX_MOTIVATION_CHARS = 4000
+TOTP_STEP_SECONDS = 30
+TOTP_DIGITS = 6
+TOTP_DRIFT_STEPS = 1
+#: How many masked subject identifiers the reviewer's form lists before it only counts.
+REVIEW_FORM_SUBJECTS_SHOWN = 20
+
+#: The intake API (connectors/intake_api.py). Each partner may make API_RATE_PER_SECOND requests
+#: per second, sustained, and API_RATE_BURST at once (a token bucket per partner in each API
+#: process); beyond that it gets 429 with Retry-After. GET /v1/requests lists API_PAGE_SIZE
+#: requests per page unless asked for up to API_MAX_PAGE_SIZE.
+API_RATE_PER_SECOND = 100
+API_RATE_BURST = 200
+API_PAGE_SIZE = 50
+API_MAX_PAGE_SIZE = 500
+#: Bytes of randomness in an API key's secret (256 bits), and most unrevoked keys per partner
+#: (enough to rotate without a gap).
+API_KEY_SECRET_BYTES = 32
+MAX_ACTIVE_API_KEYS = 5
+#: Group commit of the intake API: most submissions recorded in one ledger transaction, most
+#: waiting for the writer (more get 503), how long a submission waits for its transaction before
+#: the partner gets 503, and the Retry-After of a 503.
+INTAKE_BATCH_SIZE = 256
+INTAKE_QUEUE_SIZE = 4096
+INTAKE_WRITE_TIMEOUT_SECONDS = 10
+INTAKE_RETRY_AFTER_SECONDS = 5
+#: Bodies up to this size are parsed and validated on the event loop; larger ones in a thread.
+INTAKE_INLINE_BODY_BYTES = 64 * 1024

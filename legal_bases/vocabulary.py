@@ -107,6 +107,17 @@ class ReasonCode(StrEnum):
     SPECIAL_CATEGORY_NOT_ALLOWED = "special_category_not_allowed"
     CATEGORY_NOT_COVERED = "category_not_covered"
     NOTHING_TO_RELEASE = "nothing_to_release"
+    # A legal reviewer's decision (DESIGN.md section 1): withheld or rejected after review.
+    WITHHELD_BY_REVIEWER = "withheld_by_reviewer"
+    REJECTED_BY_REVIEWER = "rejected_by_reviewer"
+
+
+class ReviewVerdict(StrEnum):
+    """What a legal reviewer decides on the form."""
+
+    APPROVE = "approve"
+    APPROVE_PARTIALLY = "approve_partially"
+    REJECT = "reject"
 
 
 class ReviewTrigger(StrEnum):

@@ -7,4 +7,11 @@ record tables are append-only, enforced by database triggers; a correction is a 
 part of the record.
 
 Imports point one way: ``records`` uses ``legal_bases``, never Prefect.
+
+Tables modelled beside their logic (legal review, API keys) register themselves in the shared
+metadata when their module is imported; importing them here makes ``records.models.metadata``
+the whole ledger, whichever module of the package is imported first.
 """
+
+from records import api_keys as _api_keys  # noqa: F401
+from records import reviews as _reviews  # noqa: F401

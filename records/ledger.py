@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -93,7 +93,8 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
                       parsed: DisclosureRequest | InvalidRequest, received_at: datetime,
                       pseudonymizer: Pseudonymizer,
                       correlation_id: str | None = None,
-                      intake_key: str | None = None) -> RequestRow:
+                      intake_key: str | None = None,
+                      flow_run_id: str | None = None) -> RequestRow:
     """Record a submission as received, valid or not, and return its row.
 
     Writes the request (with the raw body exactly as received), its subjects by pseudonym, its
@@ -133,7 +134,7 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
             session.execute(insert(_STATUS), [{"request_id": row.id, "state": state.value,
                                                "updated_at": received_at}])
             chain.append_events(session=session, events=[_submission_event(
-                row, request, parsed, state, pseudonyms)])
+                row, request, parsed, state, pseudonyms, flow_run_id=flow_run_id)])
     except IntegrityError:
         # Another transaction accepted the same reference first (PostgreSQL: it committed
         # while we waited on the unique index). Answer as if we had seen it before inserting.
@@ -159,10 +160,12 @@ def _vocabulary(kind: type[_V], value: _V | str, name: str) -> _V:
 
 
 def _accepted(session: Session, partner_id: str, reference: str) -> RequestRow | None:
+    # `requests.valid` as the partial index's own predicate (not `valid = 1`), so SQLite
+    # answers from uq_requests_partner_reference instead of scanning every request.
     return session.scalars(
         select(RequestRow).where(col(RequestRow.partner_id) == partner_id,
                                  col(RequestRow.reference) == reference,
-                                 col(RequestRow.valid))).first()
+                                 text("requests.valid"))).first()
 
 
 def _repeat_or_conflict(existing: RequestRow, digest: str, partner_id: str) -> RequestRow:
@@ -214,7 +217,7 @@ def _record_subjects(session: Session, request_id: str, request: DisclosureReque
 
 def _submission_event(row: RequestRow, request: DisclosureRequest | None,
                       parsed: DisclosureRequest | InvalidRequest, state: RequestState,
-                      pseudonyms: list[str]) -> NewEvent:
+                      pseudonyms: list[str], *, flow_run_id: str | None = None) -> NewEvent:
     payload: dict[str, Any] = {
         "state": state.value,
         "partner_id": row.partner_id,
@@ -246,7 +249,7 @@ def _submission_event(row: RequestRow, request: DisclosureRequest | None,
                     "error_codes": sorted({e.code for e in errors})}
         kind = EventKind.REQUEST_INVALID
     return NewEvent(kind=kind.value, occurred_at=row.received_at, actor=row.partner_id,
-                    request_id=row.id, payload=payload)
+                    request_id=row.id, flow_run_id=flow_run_id, payload=payload)
 
 
 # --- table snapshots ---------------------------------------------------------------------------

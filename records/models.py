@@ -68,7 +68,7 @@ STATUS_LENGTH = 32
 KIND_LENGTH = 64
 
 #: The tables that are the record: insert-only, guarded by triggers in the migration.
-APPEND_ONLY_TABLES = (
+APPEND_ONLY_TABLES: tuple[str, ...] = (
     "requests",
     "request_subjects",
     "decisions",
@@ -96,6 +96,8 @@ class RequestRow(SQLModel, table=True):
     __tablename__ = "requests"
     __table_args__ = (
         Index("uq_requests_intake_key", "intake_key", unique=True),
+        # a partner's own requests in order (GET /v1/requests), without scanning the others'
+        Index("ix_requests_partner_received", "partner_id", "received_at", "id"),
         Index("uq_requests_partner_reference", "partner_id", "reference", unique=True,
               sqlite_where=text("valid"), postgresql_where=text("valid")),
         CheckConstraint(_one_of("channel", [c.value for c in Channel]),
@@ -270,7 +272,7 @@ class RequestStatus(SQLModel, table=True):
     claimed_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
 
-def _add_length_checks(table: Table) -> None:
+def add_length_checks(table: Table) -> None:
     """A CHECK on the length of every bounded string column, so SQLite refuses what PostgreSQL
     refuses (SQLite ignores VARCHAR lengths)."""
     for column in table.columns:
@@ -282,7 +284,12 @@ def _add_length_checks(table: Table) -> None:
 
 
 #: Every table of the ledger.
-LEDGER_TABLES = (*APPEND_ONLY_TABLES, "request_status")
+LEDGER_TABLES: tuple[str, ...] = (*APPEND_ONLY_TABLES, "request_status")
 
 for _name in LEDGER_TABLES:
-    _add_length_checks(metadata.tables[_name])
+    add_length_checks(metadata.tables[_name])
+
+#: The tables of legal review (records/reviews.py), insert-only like the record.
+REVIEW_TABLES = ("reviewers", "reviewer_removals", "totp_uses", "review_answers")
+APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES)
+LEDGER_TABLES = (*APPEND_ONLY_TABLES, "request_status")

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     * ``dropoff_dir`` / ``outbox_dir``: where partners drop request files (one folder per
       partner) and where file-drop deliveries go (one folder per partner); default under
       ``data_dir``.
+    * ``escalation_webhook_url``: where the escalation automation posts (JSON) when a review runs
+      past its deadline; unset, the notification is a warning in the run's log.
     * ``prefect_port``: the port of the local Prefect server ``disclosure up`` starts when
       ``PREFECT_API_URL`` does not name another server.
     """
@@ -56,6 +58,7 @@ class Settings(BaseSettings):
     dropoff_dir: Path | None = None
     outbox_dir: Path | None = None
     prefect_port: int = 4200
+    escalation_webhook_url: str | None = None
 
     @property
     def resolved_database_url(self) -> str:

@@ -25,6 +25,7 @@ class RequestState(StrEnum):
     DECIDED = "decided"  # approved or partially approved: to be fetched and delivered
     REJECTED = "rejected"  # decided, nothing to deliver
     AWAITING_REVIEW = "awaiting_review"
+    ESCALATED = "escalated"  # awaiting review past its deadline: escalated, still decidable
     DELIVERED = "delivered"
     FAILED = "failed"  # the destination refused the delivery for good; an operator acts
 

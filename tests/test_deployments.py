@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import yaml
 
-from flows.deployments import DEPLOYMENT, DISPATCHER, DROPOFF, REVIEW, runner_deployments
+from flows import events
+from flows.deployments import (
+    DEPLOYMENT,
+    DISPATCHER,
+    DROPOFF,
+    NOTIFY,
+    REVIEW,
+    runner_deployments,
+)
 from legal_bases import limits
 
 ROOT = Path(__file__).parents[1]
@@ -26,15 +35,16 @@ def test_every_entrypoint_in_prefect_yaml_imports_a_flow() -> None:
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # as Prefect's loader does: decorators look it up
         spec.loader.exec_module(module)
         flow = getattr(module, attribute)
         names.add(f"{flow.name}/{deployment['name']}")
-    assert names == {DISPATCHER, DROPOFF, REVIEW}
+    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY}
 
 
 def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
     served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
-    assert set(served) == {DISPATCHER, DROPOFF, REVIEW}
+    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY}
     assert {d.name for d in served.values()} == {DEPLOYMENT}
     intervals = {d["entrypoint"]: d.get("schedules", [{}])[0].get("interval")
                  for d in prefect_yaml()["deployments"]}  # type: ignore[attr-defined]
@@ -42,7 +52,13 @@ def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
         "flows/dispatcher.py:process_requests": limits.DISPATCH_SWEEP_SECONDS,
         "flows/dropoff.py:collect_dropoffs": limits.DROPOFF_SWEEP_SECONDS,
         "flows/review.py:review_request": None,
+        "flows/notify.py:notify_escalation": None,
     }
+    notify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
+                       if d["entrypoint"].startswith("flows/notify.py"))
+    assert notify_yaml["triggers"][0]["expect"] == [events.REVIEW_ESCALATED]
+    (trigger,) = served[NOTIFY].triggers
+    assert trigger.expect == {events.REVIEW_ESCALATED}
     served_intervals = {name: d.schedules[0].schedule.interval.total_seconds()
                         for name, d in served.items() if d.schedules}
     assert served_intervals == {DISPATCHER: limits.DISPATCH_SWEEP_SECONDS,

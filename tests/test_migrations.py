@@ -20,6 +20,7 @@ from legal_bases.assessment import assess
 from legal_bases.request import read_request
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body
+from records import totp
 from records.db import (
     alembic_config,
     database_url,
@@ -31,7 +32,15 @@ from records.db import (
 from records.ledger import record_decision, record_submission
 from records.models import APPEND_ONLY_TABLES, LEDGER_TABLES, DeliveryRow, metadata
 from records.pseudonym import Pseudonymizer
+from records.reviews import (
+    ReviewAnswerRow,
+    enroll_reviewer,
+    record_answer,
+    remove_reviewer,
+    verify_code,
+)
 from records.settings import load_settings
+from records.totp import SecretSeal
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 BODY = {"reference": "GEM-1", "legal_basis": "participatiewet-64", "purpose": "bijstand",
@@ -54,6 +63,18 @@ def one_of_everything(engine: Engine, table: GroundTable) -> str:
             "decision_id": decision.id, "partner_id": "gemeente-utrecht",
             "destination": "file:///tmp/out", "idempotency_key": "k-1", "status": "delivered",
             "receipt": {"bytes": 10}, "delivered_at": NOW, "flow_run_id": None}])
+        seal = SecretSeal(bytes(32))
+        secret = enroll_reviewer(session=session, reviewer_id="anna", name="Anna", role="jurist",
+                                 seal=seal, now=NOW)
+        enroll_reviewer(session=session, reviewer_id="bram", name="Bram", role="jurist",
+                        seal=seal, now=NOW)
+        remove_reviewer(session=session, reviewer_id="bram", now=NOW)
+        code = totp.code_at(secret, totp.step_of(NOW.timestamp()))
+        assert verify_code(session=session, reviewer_id="anna", code=code, seal=seal, now=NOW)
+        record_answer(session=session, answer=ReviewAnswerRow(
+            request_id=request.id, seq=0, reviewer_id="anna", role="jurist", verdict="reject",
+            categories=[], motivation="Niet noodzakelijk voor de taak.", accepted=True,
+            step="single", answered_at=NOW))
         return request.id
 
 
@@ -79,7 +100,7 @@ def test_the_migrated_schema_has_every_check_constraint_of_the_models(
 def test_migrating_twice_changes_nothing(ledger_engine: Engine) -> None:
     migrate(ledger_engine)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0002"
+    assert head == "0004"
     with ledger_engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 
