@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, String, Table, bindparam, func, select
+from sqlalchemy import Column, ForeignKey, String, Table, bindparam, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -39,7 +39,7 @@ from legal_bases import limits
 from records import chain
 from records.chain import NewEvent
 from records.errors import LedgerError
-from records.models import ACTOR_LENGTH, HASH_LENGTH, PARTNER_ID_LENGTH
+from records.models import ACTOR_LENGTH, HASH_LENGTH, PARTNER_ID_LENGTH, add_length_checks
 from records.timestamps import UTCDateTime, utc
 
 #: Every key starts with this, then ``_``, the key id, ``_`` and the secret.
@@ -88,18 +88,8 @@ _KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _REVOCATIONS: Table = ApiKeyRevocation.__table__  # type: ignore[attr-defined]
 
 
-def _add_length_checks(table: Table) -> None:
-    """The same CHECK on every bounded string column that ``records.models`` gives its tables."""
-    for column in table.columns:
-        length = getattr(column.type, "length", None)
-        if isinstance(column.type, String) and length is not None:
-            table.append_constraint(CheckConstraint(
-                f"length({column.name}) <= {length}",
-                name=f"ck_{table.name}_{column.name}_length"))
-
-
 for _table in (_KEYS, _REVOCATIONS):
-    _add_length_checks(_table)
+    add_length_checks(_table)
 
 
 # -- errors ----------------------------------------------------------------------------------------
