@@ -32,7 +32,13 @@ from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
 from legal_bases.ground import GroundVersion
 from legal_bases.request import DisclosureRequest
-from legal_bases.review import Accepted, ReviewAnswer, check_answer, reviewed_decision
+from legal_bases.review import (
+    Accepted,
+    Refusal,
+    ReviewAnswer,
+    check_answer,
+    reviewed_decision,
+)
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger, ReviewVerdict
 from records.ledger import (
@@ -174,21 +180,18 @@ def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | 
         first_answer = None if first is None else ReviewAnswer(
             first.reviewer_id, ReviewVerdict(first.verdict),
             tuple(Category(c) for c in first.categories), first.motivation)
-        if isinstance(who, str):
-            checked: Any = (who, IDENTITY_REFUSALS[who])
-        else:
-            checked = check_answer(given, proposal=review.proposal, first=first_answer)
+        checked: Accepted | Refusal = (
+            Refusal(who, IDENTITY_REFUSALS[who]) if isinstance(who, str)
+            else check_answer(given, proposal=review.proposal, first=first_answer))
         row = ReviewAnswerRow(
             request_id=review.request.id, seq=review.seq, reviewer_id=given.reviewer_id,
             role=None if isinstance(who, str) else who.role, verdict=given.verdict.value,
             categories=sorted(c.value for c in given.categories), motivation=given.motivation,
             accepted=isinstance(checked, Accepted), answered_at=now, flow_run_id=flow_run_id)
-        if not isinstance(checked, Accepted):
-            code, message = checked if isinstance(checked, tuple) else (checked.code,
-                                                                        checked.message)
-            row.refusal_code, row.refusal_message = code, message
+        if isinstance(checked, Refusal):
+            row.refusal_code, row.refusal_message = checked.code, checked.message
             record_answer(session=session, answer=row)
-            log.info("review_answer_refused", reason=code, seq=review.seq)
+            log.info("review_answer_refused", reason=checked.code, seq=review.seq)
             return "refused"
         if checked.needs_second:
             row.step = "first"
