@@ -132,6 +132,29 @@ def _record(subject: Subject, data: Mapping[str, Any] | RowMapping, categories: 
     return record
 
 
+def _assemble(subjects: Sequence[Subject],
+              lookup: Callable[[Subject], Mapping[str, Any] | RowMapping | None],
+              categories: Sequence[Category], pseudonymise: Pseudonymise | None, *,
+              backend: str) -> FetchResult:
+    """The fetch result of both registers: a record per found subject (only ``categories``),
+    the subjects not found, the found ones that are shielded; logged by counts."""
+    records: list[dict[str, Any]] = []
+    not_found: list[Subject] = []
+    shielded: list[Subject] = []
+    for subject in subjects:
+        entry = lookup(subject)
+        if entry is None:
+            not_found.append(subject)
+            continue
+        records.append(_record(subject, entry, categories, pseudonymise))
+        if entry["shielded"]:
+            shielded.append(subject)
+    result = FetchResult(records=records, not_found=not_found, shielded=shielded)
+    _log_fetch(asked=len(subjects), result=result, categories=categories,
+               pseudonymised=pseudonymise is not None, backend=backend)
+    return result
+
+
 def _log_fetch(*, asked: int, result: FetchResult, categories: Sequence[Category],
                pseudonymised: bool, backend: str) -> None:
     log = structlog.get_logger("disclosure.connectors")
@@ -252,21 +275,8 @@ class SqlRegister(SourceRegister):
                         rows[(id_type, found.number)] = found._mapping
 
         _guarded(query)
-        records: list[dict[str, Any]] = []
-        not_found: list[Subject] = []
-        shielded: list[Subject] = []
-        for subject in unique:
-            entry = rows.get((subject.id_type, subject.number))
-            if entry is None:
-                not_found.append(subject)
-                continue
-            records.append(_record(subject, entry, wanted, pseudonymise))
-            if entry["shielded"]:
-                shielded.append(subject)
-        result = FetchResult(records=records, not_found=not_found, shielded=shielded)
-        _log_fetch(asked=len(unique), result=result, categories=wanted,
-                   pseudonymised=pseudonymise is not None, backend="sql")
-        return result
+        return _assemble(unique, lambda s: rows.get((s.id_type, s.number)), wanted,
+                         pseudonymise, backend="sql")
 
 
 # -- the fake -----------------------------------------------------------------------------------
@@ -318,19 +328,12 @@ class InMemoryRegister(SourceRegister):
               pseudonymise: Pseudonymise | None) -> FetchResult:
         wanted = _categories(categories, pseudonymise)
         unique = _unique(subjects)
-        records: list[dict[str, Any]] = []
-        not_found: list[Subject] = []
-        shielded: list[Subject] = []
-        for subject in unique:
+
+        def lookup(subject: Subject) -> Mapping[str, Any] | None:
             entry = self._entries.get(subject)
             if entry is None:
-                not_found.append(subject)
-                continue
-            data = {c.value: copy.deepcopy(entry[c.value]) for c in wanted}
-            records.append(_record(subject, data, wanted, pseudonymise))
-            if entry["shielded"]:
-                shielded.append(subject)
-        result = FetchResult(records=records, not_found=not_found, shielded=shielded)
-        _log_fetch(asked=len(unique), result=result, categories=wanted,
-                   pseudonymised=pseudonymise is not None, backend="memory")
-        return result
+                return None
+            return {"shielded": entry["shielded"],
+                    **{c.value: copy.deepcopy(entry[c.value]) for c in wanted}}
+
+        return _assemble(unique, lookup, wanted, pseudonymise, backend="memory")
