@@ -173,7 +173,7 @@ def _weighted(prefix: str) -> int:
     return sum(w * (ord(c) - 48) for w, c in zip(_WEIGHTS, prefix, strict=True))
 
 
-def _bsn(rng: random.Random) -> str:
+def random_bsn(rng: random.Random) -> str:
     while True:
         prefix = f"{int(rng.random() * 10**8):08d}"
         check = _weighted(prefix) % 11
@@ -181,7 +181,7 @@ def _bsn(rng: random.Random) -> str:
             return f"{prefix}{check}"
 
 
-def _onderwijsnummer(rng: random.Random) -> str:
+def random_onderwijsnummer(rng: random.Random) -> str:
     while True:
         prefix = f"10{int(rng.random() * 10**6):06d}"
         check = (_weighted(prefix) - 5) % 11
@@ -218,9 +218,9 @@ class _Generator:
         rng = self.rng
         while True:
             if rng.random() < SHARE_ONDERWIJSNUMMER:
-                key = (SubjectIdType.ONDERWIJSNUMMER.value, _onderwijsnummer(rng))
+                key = (SubjectIdType.ONDERWIJSNUMMER.value, random_onderwijsnummer(rng))
             else:
-                key = (SubjectIdType.BSN.value, _bsn(rng))
+                key = (SubjectIdType.BSN.value, random_bsn(rng))
             if key not in self.used:
                 self.used.add(key)
                 return key

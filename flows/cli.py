@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from flows import api_cli, review_cli, up
+from flows import api_cli, inzage, logboek, replay, report, review_cli, timeline, up
 from flows.local_prefect import PrefectStartError
 from flows.logs import configure_logging, get_logger
 from legal_bases.assessment import assess
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.register(sub)
     review_cli.register(sub, date_type=_date)
     api_cli.register(sub)
+    for audit_tool in (replay, timeline, inzage, report, logboek):
+        audit_tool.register(sub)
     return parser
 
 
