@@ -119,6 +119,16 @@ def append_events(*, session: Session, events: Sequence[NewEvent]) -> list[Audit
     committed here: the events become part of the record when the caller commits, together with
     whatever they account for.
     """
+    return [AuditEvent(**row) for row in _append(session, events)]
+
+
+def append_event_rows(*, session: Session, events: Sequence[NewEvent]) -> None:
+    """:func:`append_events` for batches whose caller needs no ``AuditEvent`` back (building
+    them is a third of the cost of recording a batch of submissions)."""
+    _append(session, events)
+
+
+def _append(session: Session, events: Sequence[NewEvent]) -> list[dict[str, Any]]:
     if not events:
         return []
     session.flush()
@@ -141,7 +151,7 @@ def append_events(*, session: Session, events: Sequence[NewEvent]) -> list[Audit
         row["hash"] = prev_hash = event_hash(**row)
         rows.append(row)
     session.execute(insert(_EVENTS), rows)
-    return [AuditEvent(**row) for row in rows]
+    return rows
 
 
 def verify_chain(*, session: Session, batch_size: int = 2000) -> ChainReport:

@@ -133,7 +133,7 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
             state = RequestState.RECEIVED if request is not None else RequestState.INVALID
             session.execute(insert(_STATUS), [{"request_id": row.id, "state": state.value,
                                                "updated_at": received_at}])
-            chain.append_events(session=session, events=[_submission_event(
+            chain.append_events(session=session, events=[submission_event(
                 row, request, parsed, state, pseudonyms, flow_run_id=flow_run_id)])
     except IntegrityError:
         # Another transaction accepted the same reference first (PostgreSQL: it committed
@@ -215,9 +215,11 @@ def _record_subjects(session: Session, request_id: str, request: DisclosureReque
     return pseudonyms
 
 
-def _submission_event(row: RequestRow, request: DisclosureRequest | None,
+def submission_event(row: RequestRow, request: DisclosureRequest | None,
                       parsed: DisclosureRequest | InvalidRequest, state: RequestState,
                       pseudonyms: list[str], *, flow_run_id: str | None = None) -> NewEvent:
+    """The audit event of a recorded submission: ``request_received`` with what was asked (by
+    pseudonym and count), or ``request_invalid`` with the error codes only."""
     payload: dict[str, Any] = {
         "state": state.value,
         "partner_id": row.partner_id,
@@ -516,9 +518,17 @@ def derived_state(*, session: Session, request_id: str) -> RequestState | None:
     return state
 
 
-def requests_by_pseudonym(*, session: Session, pseudonym: str) -> list[RequestRow]:
-    """Every request that named the subject with this pseudonym, oldest first (for inzage)."""
-    named = select(_SUBJECTS.c.request_id).where(_SUBJECTS.c.pseudonym == pseudonym)
+def requests_by_pseudonym(*, session: Session,
+                          pseudonym: str | Sequence[str]) -> list[RequestRow]:
+    """Every request that named the subject with this pseudonym, oldest first (for inzage).
+
+    ``pseudonym`` may also be several pseudonyms of one person (their BSN's and their
+    onderwijsnummer's): every request that named any of them, each once.
+    """
+    wanted = [pseudonym] if isinstance(pseudonym, str) else list(dict.fromkeys(pseudonym))
+    if not wanted:
+        return []
+    named = select(_SUBJECTS.c.request_id).where(_SUBJECTS.c.pseudonym.in_(wanted))
     return list(session.scalars(
         select(RequestRow).where(col(RequestRow.id).in_(named))
         .order_by(col(RequestRow.received_at), col(RequestRow.id))))

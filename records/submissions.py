@@ -1,0 +1,261 @@
+"""Record a batch of submissions in one transaction with one chain append.
+
+:func:`record_submissions` writes exactly the rows and audit events that
+:func:`records.ledger.record_submission` writes for each submission, in order, with its rules:
+a valid request repeating an accepted one of the same partner and reference returns that one
+(nothing written); with a different body it is a conflict, recorded as an invalid submission
+(``reference_conflict``) as the drop-off does; invalid submissions never conflict. The intake
+API's group commit (``connectors/group_commit.py``) records through it, and so does anything
+else that records many submissions at once.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from legal_bases.errors import FieldError
+from legal_bases.request import DisclosureRequest, InvalidRequest
+from legal_bases.table import canonical_json, sha256
+from legal_bases.vocabulary import Body
+from records import chain
+from records.api_keys import revoked_among
+from records.chain import NewEvent
+from records.ledger import submission_event
+from records.models import (
+    REFERENCE_LENGTH,
+    SLUG_LENGTH,
+    RequestRow,
+    RequestStatus,
+    RequestSubject,
+)
+from records.pseudonym import Pseudonymizer
+from records.timestamps import utc
+from records.vocabulary import Channel, RequestState
+
+_REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
+_SUBJECTS: Table = RequestSubject.__table__  # type: ignore[attr-defined]
+_STATUS: Table = RequestStatus.__table__  # type: ignore[attr-defined]
+#: How often a batch is tried again when a concurrent writer (another API process, the
+#: drop-off) accepted one of its references between our look-up and our insert (PostgreSQL).
+_RACE_RETRIES = 3
+#: ``Submission.data`` of a body that is not JSON (or was not parsed by the caller).
+NOT_PARSED: Any = object()
+_UNSET = NOT_PARSED
+
+
+class Recording(StrEnum):
+    """What became of a submission."""
+
+    ACCEPTED = "accepted"  # a new valid request, state received
+    REPEAT = "repeat"  # the same partner, reference and body as an accepted request: that one
+    INVALID = "invalid"  # recorded as received-and-rejected
+    CONFLICT = "conflict"  # the reference of an accepted request with another body; recorded
+    # as an invalid submission
+    REFUSED = "refused"  # its API key was revoked before it could be recorded: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One submission to record, as the boundary read it.
+
+    ``data`` is the parsed JSON of ``raw_body`` where the caller parsed it already (it is then
+    not parsed again); leave it unset for a body that is not JSON.
+    """
+
+    partner_id: str
+    requester_body: Body
+    raw_body: str
+    parsed: DisclosureRequest | InvalidRequest
+    received_at: datetime
+    correlation_id: str | None = None
+    channel: Channel = Channel.API
+    data: Any = _UNSET
+    #: The API key it came with, if its revocation is to be checked in the recording
+    #: transaction: a submission whose key is revoked by then is not recorded (``REFUSED``).
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The row that answers a submission: the new one, or for a repeat the accepted one.
+
+    For a conflict, ``request_id`` is the invalid submission just recorded and
+    ``existing_request_id`` the accepted request whose reference it reused.
+    """
+
+    recording: Recording
+    request_id: str  # "" when refused
+    state: RequestState | None  # None for a repeat: the accepted request may have moved on
+    received_at: datetime | None
+    reference: str | None
+    existing_request_id: str | None = None
+
+    @property
+    def written(self) -> bool:
+        return self.recording not in (Recording.REPEAT, Recording.REFUSED)
+
+
+# -- one batch ------------------------------------------------------------------------------------
+
+def record_submissions(*, session: Session, submissions: Sequence[Submission],
+                       pseudonymizer: Pseudonymizer) -> list[Recorded]:
+    """Record ``submissions`` in order in the caller's transaction, with one chain append.
+
+    All or nothing (a SAVEPOINT); nothing is committed here.
+    """
+    for attempt in range(_RACE_RETRIES + 1):
+        try:
+            with session.begin_nested():
+                return _record(session, submissions, pseudonymizer)
+        except IntegrityError:
+            # PostgreSQL: another transaction accepted one of these references after our look-up
+            # and committed while we waited on the unique index. Look again: it is visible now.
+            if attempt == _RACE_RETRIES:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _digest(submission: Submission) -> tuple[Any, str]:
+    data = submission.data
+    if data is _UNSET:
+        try:
+            data = _loads(submission.raw_body)
+        except RecursionError:
+            data = _UNSET
+    if data is _UNSET:
+        return None, sha256(submission.raw_body)
+    return data, sha256(canonical_json(data))
+
+
+def _loads(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return _UNSET
+
+
+def _accepted(session: Session, submissions: Sequence[Submission],
+              ) -> dict[tuple[str, str], tuple[str, str]]:
+    """(partner, reference) -> (request id, body hash) of the accepted requests these repeat."""
+    wanted = {(s.partner_id, s.parsed.reference) for s in submissions
+              if isinstance(s.parsed, DisclosureRequest)}
+    if not wanted:
+        return {}
+    partners = sorted({p for p, _ in wanted})
+    references = sorted({r for _, r in wanted})
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for start in range(0, len(references), 500):
+        # "valid" bare, as the partial unique index says it, so SQLite uses that index
+        rows = session.execute(
+            select(_REQUESTS.c.id, _REQUESTS.c.partner_id, _REQUESTS.c.reference,
+                   _REQUESTS.c.body_hash)
+            .where(_REQUESTS.c.partner_id.in_(partners),
+                   _REQUESTS.c.reference.in_(references[start:start + 500]),
+                   text("requests.valid")))
+        for row in rows:
+            if (row.partner_id, row.reference) in wanted:
+                found[(row.partner_id, row.reference)] = (row.id, row.body_hash)
+    return found
+
+
+def _conflict(parsed: DisclosureRequest, existing_id: str) -> InvalidRequest:
+    return InvalidRequest((FieldError("reference", "reference_conflict",
+                                      f"already used by request {existing_id} with another "
+                                      "body"),), parsed.legal_basis)
+
+
+def _short_str(data: Any, key: str, limit: int) -> str | None:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+def _row_values(item: Submission, data: Any, digest: str,
+                parsed: DisclosureRequest | InvalidRequest) -> dict[str, Any]:
+    """The ``requests`` row of a submission: the values ``record_submission`` stores."""
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()), "partner_id": item.partner_id,
+        "requester_body": item.requester_body.value, "channel": item.channel.value,
+        "received_at": utc(item.received_at, name="received_at"), "raw_body": item.raw_body,
+        "body_hash": digest, "correlation_id": item.correlation_id, "intake_key": None}
+    if isinstance(parsed, DisclosureRequest):
+        return values | {
+            "reference": parsed.reference, "valid": True, "validation_errors": [],
+            "legal_basis": parsed.legal_basis, "purpose": parsed.purpose.value,
+            "reference_date": parsed.reference_date, "due_date": parsed.due_date,
+            "subject_count": len(parsed.subjects)}
+    # What an invalid submission claimed, where it fits; the raw body keeps all of it.
+    legal_basis = parsed.legal_basis if parsed.legal_basis and len(
+        parsed.legal_basis) <= SLUG_LENGTH else None
+    return values | {
+        "reference": _short_str(data, "reference", REFERENCE_LENGTH), "valid": False,
+        "validation_errors": [e.to_dict() for e in parsed.errors], "legal_basis": legal_basis,
+        "purpose": None, "reference_date": None, "due_date": None, "subject_count": None}
+
+
+def _record(session: Session, submissions: Sequence[Submission],
+            pseudonymizer: Pseudonymizer) -> list[Recorded]:
+    revoked = revoked_among(session=session,
+                            key_ids=[s.key_id for s in submissions if s.key_id is not None])
+    accepted = _accepted(session, submissions)
+    results: list[Recorded] = []
+    rows: list[dict[str, Any]] = []
+    subjects: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
+    events: list[NewEvent] = []
+    for item in submissions:
+        if item.key_id is not None and item.key_id in revoked:
+            results.append(Recorded(Recording.REFUSED, "", None, None, None))
+            continue
+        data, digest = _digest(item)
+        parsed = item.parsed
+        recording, existing_id = Recording.INVALID, None
+        if isinstance(parsed, DisclosureRequest):
+            key = (item.partner_id, parsed.reference)
+            seen = accepted.get(key)
+            if seen is not None and seen[1] == digest:
+                results.append(Recorded(Recording.REPEAT, seen[0], None, None,
+                                        parsed.reference))
+                continue
+            if seen is not None:
+                recording, existing_id = Recording.CONFLICT, seen[0]
+                parsed = _conflict(parsed, seen[0])
+            else:
+                recording = Recording.ACCEPTED
+        values = _row_values(item, data, digest, parsed)
+        request_id = values["id"]
+        request = parsed if isinstance(parsed, DisclosureRequest) else None
+        state = RequestState.RECEIVED if request is not None else RequestState.INVALID
+        pseudonyms: list[str] = []
+        if request is not None:
+            accepted[(item.partner_id, request.reference)] = (request_id, digest)
+            pseudonyms = [pseudonymizer.of(s) for s in request.subjects]
+            subjects.extend({"request_id": request_id, "position": position,
+                             "id_type": subject.id_type.value, "pseudonym": pseudonym}
+                            for position, (subject, pseudonym)
+                            in enumerate(zip(request.subjects, pseudonyms, strict=True)))
+        rows.append(values)
+        statuses.append({"request_id": request_id, "state": state.value,
+                         "updated_at": values["received_at"]})
+        # the ledger's own event builder reads attributes only: a plain namespace will do
+        row = cast(RequestRow, types.SimpleNamespace(**values))
+        events.append(submission_event(row, request, parsed, state, pseudonyms))
+        results.append(Recorded(recording, request_id, state, values["received_at"],
+                                values["reference"], existing_id))
+    if rows:
+        session.execute(insert(_REQUESTS), rows)
+        for start in range(0, len(subjects), 5000):
+            session.execute(insert(_SUBJECTS), subjects[start:start + 5000])
+        session.execute(insert(_STATUS), statuses)
+        chain.append_event_rows(session=session, events=events)
+    return results
