@@ -45,12 +45,13 @@ from connectors.errors import (
     InvalidDocumentError,
     InvalidIdempotencyKeyError,
 )
+from legal_bases import limits
 
 #: Longest idempotency key, in characters (it becomes a file name and an HTTP header).
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 #: Default seconds to connect to an HTTPS receiver, and to wait for its answer.
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = limits.DELIVERY_CONNECT_TIMEOUT_SECONDS
+DEFAULT_READ_TIMEOUT_S = limits.DELIVERY_READ_TIMEOUT_SECONDS
 #: Default retries after the first attempt, and the first back-off (doubling each retry) in seconds.
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF_S = 0.5

@@ -111,7 +111,7 @@ from records.vocabulary import RequestState
 
 #: Deepest JSON nesting stored as JSON. A valid request nests 3 deep; anything much deeper is
 #: stored after a marker, so no later reader's parser runs out of stack on it.
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = limits.MAX_JSON_DEPTH
 API_VERSION = "1.0.0"
 PROBLEM_JSON = "application/problem+json"
 _UNSET = NOT_PARSED

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import requests
 
+from legal_bases import limits
 from legal_bases.errors import DisclosureError
 
 #: Seconds the local server gets to migrate a fresh database and answer (11–14 s measured).
-SERVER_START_TIMEOUT_S = 120
+SERVER_START_TIMEOUT_S = limits.PREFECT_START_TIMEOUT_SECONDS
 #: How often the flow server polls for scheduled runs (Prefect's default is 10 s).
 RUNNER_POLL_SECONDS = 2
 
@@ -48,7 +49,9 @@ def prefect_env(*, api_url: str, home: Path) -> dict[str, str]:
 def healthy(api_url: str) -> bool:
     """Whether a Prefect API answers at ``api_url``."""
     try:
-        return requests.get(f"{api_url}/health", timeout=2).status_code == 200
+        answer = requests.get(f"{api_url}/health",
+                              timeout=limits.PREFECT_HEALTH_TIMEOUT_SECONDS)
+        return answer.status_code == 200
     except requests.RequestException:
         return False
 
@@ -62,10 +65,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=limits.PROCESS_STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=10)
+            process.wait(timeout=limits.PROCESS_STOP_TIMEOUT_SECONDS)
 
 
 @contextmanager

@@ -34,16 +34,12 @@ from legal_bases.review import reviewed_decision
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewVerdict, SubjectIdType
 from records.deliveries import DeliveryItem, record_deliveries
-from records.ledger import (
-    DecisionItem,
-    received_on,
-    record_decisions,
-    record_submission,
-)
+from records.ledger import DecisionItem, received_on, record_decisions
 from records.models import DecisionRow
 from records.pseudonym import Pseudonymizer
 from records.reviews import ReviewAnswerRow, record_answer, record_review_event
-from records.vocabulary import Channel, RequestState
+from records.submissions import Submission, record_submissions
+from records.vocabulary import RequestState
 
 #: The partner of each body in a synthetic history (id, OIN-like suffix not needed here).
 PARTNERS: dict[Body, str] = {
@@ -192,115 +188,156 @@ def write_history(*, engine: Engine, pseudonymizer: Pseudonymizer,
     pipeline records after them; return what was written.
 
     ``tables`` lists (in force from, table) in time order; a decision is read from the table in
-    force when it is made, with the request's reference date its day of receipt.
+    force when it is made, with the request's reference date its day of receipt. Like the
+    dispatcher, each ``batch`` of requests is decided and delivered in one transaction.
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
     pool = _persons(rng, persons)
-    weights = [k.weight for k in KINDS]
     span = (end - start).total_seconds()
     times = sorted(start + timedelta(seconds=rng.random() * span) for _ in range(requests))
     truths: list[Truth] = []
     for first in range(0, requests, batch):
         with Session(engine, expire_on_commit=False) as session, session.begin():
-            for n, received_at in enumerate(times[first:first + batch], start=first):
-                truths.append(_one(session, rng, pool, pseudonymizer, tables, weights, n,
-                                   received_at, invalid_share))
+            writer = _Writer(session, rng, pool, pseudonymizer, tables)
+            truths += writer.write(list(enumerate(times[first:first + batch], start=first)),
+                                   invalid_share=invalid_share)
     return History(truths, pool)
 
 
-def _one(session: Session, rng: random.Random, pool: list[Subject], pseudonymizer: Pseudonymizer,
-         tables: Sequence[tuple[datetime, GroundTable]], weights: list[int], n: int,
-         received_at: datetime, invalid_share: float) -> Truth:
-    kind = rng.choices(KINDS, weights)[0]
-    partner = PARTNERS[kind.body]
-    day = received_on(received_at)
-    body = _body(kind, rng, pool, f"SYN-{n:07d}", day)
-    if rng.random() < invalid_share:
-        body["subjects"] = [{"bsn": "123456789"}]  # fails the elfproef
-    raw = json.dumps(body)
-    parsed = read_request(body, received_on=day)
-    row = record_submission(session=session, partner_id=partner, requester_body=kind.body,
-                            channel=Channel.API, raw_body=raw, parsed=parsed,
-                            received_at=received_at, pseudonymizer=pseudonymizer)
-    decided_at = received_at + timedelta(seconds=rng.randint(2, 600))
-    table = _table_at(tables, decided_at)
-    decision = assess(parsed, kind.body, table)
-    flow_run = str(uuid.uuid4())
-    [engine_row] = record_decisions(session=session, table=table, items=[DecisionItem(
-        request_id=row.id, decision=decision, decided_at=decided_at, flow_run_id=flow_run)])
-    subjects = parsed.subjects if isinstance(parsed, DisclosureRequest) else ()
-    truth = Truth(request_id=row.id, partner_id=partner, body=kind.body,
-                  ground=kind.ground, valid=isinstance(parsed, DisclosureRequest),
-                  subjects=subjects, requested=kind.categories, received_at=received_at,
-                  engine_outcome=decision.outcome.value, outcome=decision.outcome.value,
-                  released=tuple(c.value for c in decision.released), decided_at=decided_at,
-                  deadline=engine_row.deadline, table_hash=table.hash)
-    final = engine_row
-    if decision.outcome is Outcome.NEEDS_REVIEW:
-        final = _review(session, rng, table, decision, engine_row, truth)
-    if final.outcome in (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value):
-        delivered_at = final.decided_at + timedelta(seconds=rng.randint(1, 120))
-        record_deliveries(session=session, items=[DeliveryItem(
-            request_id=row.id, decision_id=final.id, partner_id=partner, destination="file",
-            receipt={"sha256": uuid.uuid4().hex * 2}, delivered_at=delivered_at,
-            flow_run_id=flow_run, counts={"records": len(subjects), "not_found": 0})])
-        truth.delivered = True
-    return truth
+class _Writer:
+    """Writes one batch of a synthetic history in the caller's transaction."""
 
+    def __init__(self, session: Session, rng: random.Random, pool: list[Subject],
+                 pseudonymizer: Pseudonymizer,
+                 tables: Sequence[tuple[datetime, GroundTable]]) -> None:
+        self.session, self.rng, self.pool = session, rng, pool
+        self.pseudonymizer, self.tables = pseudonymizer, tables
+        self.weights = [k.weight for k in KINDS]
 
-def _answer(session: Session, request_id: str, seq: int, reviewer: str, verdict: ReviewVerdict,
-            categories: Sequence[str], step: str, at: datetime) -> None:
-    record_answer(session=session, answer=ReviewAnswerRow(
-        request_id=request_id, seq=seq, reviewer_id=reviewer, role="jurist",
-        verdict=verdict.value, categories=sorted(categories), motivation=MOTIVATION,
-        accepted=True, step=step, answered_at=at, flow_run_id=None))
+    def write(self, numbered: list[tuple[int, datetime]], *, invalid_share: float) -> list[Truth]:
+        submitted = self._submit([self._draft(n, at, invalid_share) for n, at in numbered])
+        engine_rows = self._decide(submitted)
+        deliveries: list[DeliveryItem] = []
+        for (truth, decision, table), row in zip(submitted, engine_rows, strict=True):
+            final = row
+            if decision.outcome is Outcome.NEEDS_REVIEW:
+                final = self._review(table, decision, row, truth)
+            if final.outcome in (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value):
+                deliveries.append(DeliveryItem(
+                    request_id=truth.request_id, decision_id=final.id,
+                    partner_id=truth.partner_id, destination="file",
+                    receipt={"sha256": uuid.uuid4().hex * 2},
+                    delivered_at=final.decided_at + timedelta(seconds=self.rng.randint(1, 120)),
+                    flow_run_id=row.flow_run_id,
+                    counts={"records": len(truth.subjects), "not_found": 0}))
+                truth.delivered = True
+        record_deliveries(session=self.session, items=deliveries)
+        return [truth for truth, _, _ in submitted]
 
+    def _draft(self, n: int, received_at: datetime, invalid_share: float) -> tuple[
+            _Kind, Submission]:
+        kind = self.rng.choices(KINDS, self.weights)[0]
+        day = received_on(received_at)
+        body = _body(kind, self.rng, self.pool, f"SYN-{n:07d}", day)
+        if self.rng.random() < invalid_share:
+            body["subjects"] = [{"bsn": "123456789"}]  # fails the elfproef
+        return kind, Submission(partner_id=PARTNERS[kind.body], requester_body=kind.body,
+                                raw_body=json.dumps(body),
+                                parsed=read_request(body, received_on=day),
+                                received_at=received_at, data=body)
 
-def _review(session: Session, rng: random.Random, table: GroundTable, decision: Decision,
-            engine_row: DecisionRow, truth: Truth) -> DecisionRow:
-    """A reviewer's decision on the engine's proposal, or a review still waiting."""
-    assert decision.proposal is not None and engine_row.deadline is not None
-    proposal = tuple(c.value for c in decision.proposal.released)
-    roll = rng.random()
-    deadline_at = datetime.combine(engine_row.deadline, datetime.min.time(),
-                                   tzinfo=engine_row.decided_at.tzinfo)
-    if roll < 0.12:  # still waiting; past its deadline it was marked overdue and escalated
-        truth.review_pending = True
-        if deadline_at < truth.received_at + timedelta(days=60) and rng.random() < 0.5:
-            record_review_event(session=session, request_id=truth.request_id,
-                                kind="review_overdue", now=deadline_at + timedelta(hours=1),
-                                payload={"deadline": engine_row.deadline.isoformat()})
-            record_review_event(session=session, request_id=truth.request_id,
-                                kind="review_escalated", now=deadline_at + timedelta(days=1),
-                                payload={"deadline": engine_row.deadline.isoformat()},
-                                state=RequestState.ESCALATED.value)
-        return engine_row
-    late = rng.random() < 0.1
-    answered = (deadline_at + timedelta(days=rng.randint(1, 5)) if late
-                else engine_row.decided_at + timedelta(hours=rng.randint(1, 72)))
-    if roll < 0.55 or len(proposal) < 2:
-        verdict, release = ((ReviewVerdict.APPROVE, proposal) if roll < 0.8
-                            else (ReviewVerdict.REJECT, ()))
-    else:
-        verdict, release = ReviewVerdict.APPROVE_PARTIALLY, proposal[:1]
-    first, second = rng.sample(REVIEWERS, 2)
-    four_eyes = any(Category(c).special for c in release)
-    if four_eyes:
-        _answer(session, truth.request_id, 0, first, verdict, release, "first", answered)
-        answered += timedelta(hours=2)
-        _answer(session, truth.request_id, 1, second, ReviewVerdict.APPROVE, release, "second",
-                answered)
-        decided_by = f"{first}+{second}"
-    else:
-        _answer(session, truth.request_id, 0, first, verdict, release, "single", answered)
-        decided_by = first
-    version = table.version(engine_row.ground_version or "")
-    reviewed = reviewed_decision(decision, version, tuple(Category(c) for c in release))
-    [row] = record_decisions(session=session, table=table, items=[DecisionItem(
-        request_id=truth.request_id, decision=reviewed, decided_at=answered,
-        decided_by=decided_by, deadline=engine_row.deadline)])
-    truth.reviewed = True
-    truth.overridden = tuple(sorted(release)) != tuple(sorted(proposal))
-    truth.outcome, truth.released = row.outcome, tuple(row.released)
-    truth.decided_at, truth.decided_by = answered, decided_by
-    return row
+    def _submit(self, drafts: list[tuple[_Kind, Submission]],
+                ) -> list[tuple[Truth, Decision, GroundTable]]:
+        recorded = record_submissions(session=self.session, submissions=[s for _, s in drafts],
+                                      pseudonymizer=self.pseudonymizer)
+        out: list[tuple[Truth, Decision, GroundTable]] = []
+        for (kind, submission), row in zip(drafts, recorded, strict=True):
+            parsed, received_at = submission.parsed, submission.received_at
+            decided_at = received_at + timedelta(seconds=self.rng.randint(2, 600))
+            table = _table_at(self.tables, decided_at)
+            decision = assess(parsed, kind.body, table)
+            valid = isinstance(parsed, DisclosureRequest)
+            out.append((Truth(
+                request_id=row.request_id, partner_id=submission.partner_id, body=kind.body,
+                ground=kind.ground, valid=valid,
+                subjects=parsed.subjects if isinstance(parsed, DisclosureRequest) else (),
+                requested=kind.categories, received_at=received_at,
+                engine_outcome=decision.outcome.value, outcome=decision.outcome.value,
+                released=tuple(c.value for c in decision.released), decided_at=decided_at,
+                table_hash=table.hash), decision, table))
+        return out
+
+    def _decide(self, submitted: list[tuple[Truth, Decision, GroundTable]]) -> list[DecisionRow]:
+        """Record the engine's decisions, one call per table (as one dispatcher batch would)."""
+        flow_run = str(uuid.uuid4())
+        rows: dict[str, DecisionRow] = {}
+        by_table: dict[str, list[tuple[Truth, Decision, GroundTable]]] = {}
+        for item in submitted:
+            by_table.setdefault(item[2].hash, []).append(item)
+        for items in by_table.values():
+            recorded = record_decisions(session=self.session, table=items[0][2], items=[
+                DecisionItem(request_id=truth.request_id, decision=decision,
+                             decided_at=truth.decided_at, flow_run_id=flow_run)
+                for truth, decision, _ in items])
+            rows.update((row.request_id, row) for row in recorded)
+        for truth, _, _ in submitted:
+            truth.deadline = rows[truth.request_id].deadline
+        return [rows[truth.request_id] for truth, _, _ in submitted]
+
+    def _answer(self, truth: Truth, seq: int, reviewer: str, verdict: ReviewVerdict,
+                release: Sequence[str], *, step: str, at: datetime) -> None:
+        record_answer(session=self.session, answer=ReviewAnswerRow(
+            request_id=truth.request_id, seq=seq, reviewer_id=reviewer, role="jurist",
+            verdict=verdict.value, categories=sorted(release), motivation=MOTIVATION,
+            accepted=True, step=step, answered_at=at, flow_run_id=None))
+
+    def _review(self, table: GroundTable, decision: Decision, engine_row: DecisionRow,
+                truth: Truth) -> DecisionRow:
+        """A reviewer's decision on the engine's proposal, or a review still waiting."""
+        assert decision.proposal is not None
+        assert engine_row.deadline is not None
+        proposal = tuple(c.value for c in decision.proposal.released)
+        roll = self.rng.random()
+        deadline_at = datetime.combine(engine_row.deadline, datetime.min.time(),
+                                       tzinfo=engine_row.decided_at.tzinfo)
+        if roll < 0.12:  # still waiting; past its deadline it was marked overdue and escalated
+            truth.review_pending = True
+            if deadline_at < truth.received_at + timedelta(days=60) and self.rng.random() < 0.5:
+                self._escalate(truth.request_id, engine_row.deadline, deadline_at)
+            return engine_row
+        late = self.rng.random() < 0.1
+        answered = (deadline_at + timedelta(days=self.rng.randint(1, 5)) if late
+                    else engine_row.decided_at + timedelta(hours=self.rng.randint(1, 72)))
+        if roll < 0.55 or len(proposal) < 2:
+            verdict, release = ((ReviewVerdict.APPROVE, proposal) if roll < 0.8
+                                else (ReviewVerdict.REJECT, ()))
+        else:
+            verdict, release = ReviewVerdict.APPROVE_PARTIALLY, proposal[:1]
+        first, second = self.rng.sample(REVIEWERS, 2)
+        if any(Category(c).special for c in release):  # four eyes
+            self._answer(truth, 0, first, verdict, release, step="first", at=answered)
+            answered += timedelta(hours=2)
+            self._answer(truth, 1, second, ReviewVerdict.APPROVE, release, step="second",
+                         at=answered)
+            decided_by = f"{first}+{second}"
+        else:
+            self._answer(truth, 0, first, verdict, release, step="single", at=answered)
+            decided_by = first
+        version = table.version(engine_row.ground_version or "")
+        reviewed = reviewed_decision(decision, version, tuple(Category(c) for c in release))
+        [row] = record_decisions(session=self.session, table=table, items=[DecisionItem(
+            request_id=truth.request_id, decision=reviewed, decided_at=answered,
+            decided_by=decided_by, deadline=engine_row.deadline)])
+        truth.reviewed = True
+        truth.overridden = tuple(sorted(release)) != tuple(sorted(proposal))
+        truth.outcome, truth.released = row.outcome, tuple(row.released)
+        truth.decided_at, truth.decided_by = answered, decided_by
+        return row
+
+    def _escalate(self, request_id: str, deadline: date, deadline_at: datetime) -> None:
+        payload = {"deadline": deadline.isoformat()}
+        record_review_event(session=self.session, request_id=request_id, kind="review_overdue",
+                            now=deadline_at + timedelta(hours=1), payload=payload)
+        record_review_event(session=self.session, request_id=request_id,
+                            kind="review_escalated", now=deadline_at + timedelta(days=1),
+                            payload=payload, state=RequestState.ESCALATED.value)
