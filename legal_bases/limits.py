@@ -64,3 +64,14 @@ INTAKE_WRITE_TIMEOUT_SECONDS = 10
 INTAKE_RETRY_AFTER_SECONDS = 5
 #: Bodies up to this size are parsed and validated on the event loop; larger ones in a thread.
 INTAKE_INLINE_BODY_BYTES = 64 * 1024
+
+#: Deepest nesting of arrays and objects an API body may have (a request needs four levels).
+MAX_JSON_DEPTH = 32
+#: HTTPS deliveries (connectors/destinations.py): seconds to connect and to wait for an answer.
+DELIVERY_CONNECT_TIMEOUT_SECONDS = 5.0
+DELIVERY_READ_TIMEOUT_SECONDS = 30.0
+#: The local Prefect server (flows/local_prefect.py): seconds it may take to start, one health
+#: probe may take, and a stopped process may take to exit before it is killed.
+PREFECT_START_TIMEOUT_SECONDS = 120
+PREFECT_HEALTH_TIMEOUT_SECONDS = 2
+PROCESS_STOP_TIMEOUT_SECONDS = 20
