@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flows import api_cli, inzage, logboek, replay, report, review_cli, timeline, up
-from flows.local_prefect import PrefectStartError
+from flows.local_prefect import PrefectStartError, PrefectUnreachableError
 from flows.logs import configure_logging, get_logger
 from legal_bases.assessment import assess
 from legal_bases.errors import DisclosureError, TableError
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (TableError, UsageError, up.ExamplesError, PrefectStartError,
+    except (TableError, UsageError, up.ExamplesError, PrefectStartError, PrefectUnreachableError,
             api_cli.ApiCommandError) as exc:
         print(f"disclosure: {exc}", file=sys.stderr)
         return 2

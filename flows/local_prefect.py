@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import requests
+from prefect.settings import PREFECT_API_URL
 
 from legal_bases import limits
 from legal_bases.errors import DisclosureError
@@ -44,6 +45,29 @@ def prefect_env(*, api_url: str, home: Path) -> dict[str, str]:
         "PREFECT_RUNNER_POLL_FREQUENCY": str(RUNNER_POLL_SECONDS),
     })
     return env
+
+
+class PrefectUnreachableError(DisclosureError):
+    """Raised when a command needs a Prefect server and none answers."""
+
+
+def command_api_url(port: int) -> str:
+    """The Prefect API a command talks to: ``PREFECT_API_URL``, else the local server that
+    ``disclosure up`` starts on ``port`` (``DISCLOSURE_PREFECT_PORT``)."""
+    configured = PREFECT_API_URL.value()
+    return str(configured) if configured else f"http://127.0.0.1:{port}/api"
+
+
+def answering_api_url(port: int, *, needed_for: str) -> str:
+    """:func:`command_api_url`, checked to answer; else :class:`PrefectUnreachableError` saying
+    what to do (``needed_for`` names the option or command that needs the server)."""
+    url = command_api_url(port)
+    if healthy(url):
+        return url
+    if PREFECT_API_URL.value():
+        raise PrefectUnreachableError(f"{needed_for}: the Prefect server at {url} does not answer")
+    raise PrefectUnreachableError(f"{needed_for} needs a Prefect server: set PREFECT_API_URL, or "
+                                  "start the local one with `disclosure up`")
 
 
 def healthy(api_url: str) -> bool:

@@ -75,3 +75,43 @@ DELIVERY_READ_TIMEOUT_SECONDS = 30.0
 PREFECT_START_TIMEOUT_SECONDS = 120
 PREFECT_HEALTH_TIMEOUT_SECONDS = 2
 PROCESS_STOP_TIMEOUT_SECONDS = 20
+
+#: Transparency reports (records/statistics.py, flows/report.py): the median time to decision is
+#: given in days with this many decimals (3: about a minute and a half), and the statistics query
+#: streams this many requests at a time.
+REPORT_DAYS_DECIMALS = 3
+REPORT_FETCH_ROWS = 2000
+
+#: Audit exports (issue #6: inzage, Logboek Dataverwerkingen). Longest processing activity URI
+#: (legal_bases/accountability.yaml); request ids per IN (...) list when inzage and the export
+#: read the rows of many requests; delivery rows the export fetches from the ledger at a time.
+MAX_URI_LENGTH = 2048
+AUDIT_IN_CHUNK = 500
+LOGBOEK_FETCH_ROWS = 1000
+#: Logboek Dataverwerkingen (legal-reference.md 4.1): a trace id has 16 bytes, a span id 8.
+LDV_TRACE_ID_BYTES = 16
+LDV_SPAN_ID_BYTES = 8
+
+#: Verification of the record (``disclosure audit verify``): rows read per batch from each table,
+#: and how many problems the report lists one by one (all of them are counted).
+VERIFY_BATCH_SIZE = 1000
+VERIFY_PROBLEMS_LISTED = 100
+
+#: Replay (records/replay.py): requests read and replayed per batch of queries, and the most rows
+#: the replay flow's table artifact holds (the requests that do not agree come first).
+REPLAY_BATCH_SIZE = 500
+REPLAY_ARTIFACT_MAX_ROWS = 1000
+
+#: The timeline (flows/timeline.py): how many seconds a ledger event may lie outside its flow
+#: run's running interval before it is flagged (the flow process's clock and the Prefect server's
+#: differ a little), how long one Prefect API call may take, how many log lines are read per
+#: flow run (in pages of TIMELINE_LOG_PAGE, Prefect's own page limit), and how many characters
+#: of a detail the text table shows (--json shows all).
+TIMELINE_CLOCK_TOLERANCE_SECONDS = 5
+TIMELINE_PREFECT_TIMEOUT_SECONDS = 10
+TIMELINE_MAX_LOG_LINES = 10_000
+TIMELINE_LOG_PAGE = 200
+TIMELINE_DETAIL_CHARS = 160
+#: A request still undecided this many seconds after receipt is flagged by the timeline (the
+#: dispatcher sweeps every DISPATCH_SWEEP_SECONDS; an hour leaves room for a large backlog).
+TIMELINE_DECIDED_WITHIN_SECONDS = 3600

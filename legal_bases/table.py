@@ -31,9 +31,12 @@ DEFAULT_GROUNDS_DIR = Path(__file__).parent / "grounds"
 SNAPSHOT_FORMAT = 1
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(data: object) -> str:
     """The one text form of JSON data that hashes are taken over (sorted keys, no spaces)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(data)
 
 
 def sha256(text: str) -> str:

@@ -98,6 +98,8 @@ class RequestRow(SQLModel, table=True):
         Index("uq_requests_intake_key", "intake_key", unique=True),
         # a partner's own requests in order (GET /v1/requests), without scanning the others'
         Index("ix_requests_partner_received", "partner_id", "received_at", "id"),
+        # requests in order of receipt, for a period (replay, the transparency report)
+        Index("ix_requests_received_at", "received_at", "id"),
         Index("uq_requests_partner_reference", "partner_id", "reference", unique=True,
               sqlite_where=text("valid"), postgresql_where=text("valid")),
         CheckConstraint(_one_of("channel", [c.value for c in Channel]),
@@ -204,6 +206,8 @@ class DeliveryRow(SQLModel, table=True):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("idempotency_key", name="uq_deliveries_idempotency_key"),
+        # deliveries in order, for a period (the Logboek Dataverwerkingen export)
+        Index("ix_deliveries_delivered_at", "delivered_at", "id"),
     )
 
     id: str = Field(sa_column=Column(String(ID_LENGTH), primary_key=True))

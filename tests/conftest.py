@@ -15,6 +15,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
+    PREFECT_SERVER_ANALYTICS_ENABLED,
+    temporary_settings,
+)
+from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
@@ -37,6 +44,21 @@ LEDGER_BACKENDS = [
 def shipped_table() -> GroundTable:
     """The table of grounds the product ships."""
     return load_table()
+
+
+@pytest.fixture(scope="module")
+def prefect_harness() -> Iterator[None]:
+    """A Prefect test server (a real API in a subprocess) for one test module.
+
+    Heartbeats off (each sync flow run would cost a second more), analytics off (they lock the
+    harness's SQLite at start-up). Module-scoped, not session-scoped: the harness sets
+    ``PREFECT_API_URL`` process-wide while it runs, which the modules that start their own
+    Prefect servers must not inherit.
+    """
+    settings = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_SERVER_ANALYTICS_ENABLED: False,
+                PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}
+    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=90):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -77,20 +99,28 @@ def _postgres_engine(server: URL) -> Iterator[Engine]:
         admin.dispose()
 
 
-@pytest.fixture(params=LEDGER_BACKENDS)
-def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty ledger on each backend."""
+@contextmanager
+def ledger_on(backend: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[Engine]:
+    """A migrated, empty ledger on ``backend``: ``sqlite`` (a file in ``folder``),
+    ``sqlite-memory`` or ``postgresql`` (a schema of its own, dropped afterwards)."""
     with ExitStack() as stack:
-        if request.param == "postgresql":
+        if backend == "postgresql":
             engine = stack.enter_context(
                 _postgres_engine(request.getfixturevalue("postgres_server")))
-        elif request.param == "sqlite":
-            engine = make_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+        elif backend == "sqlite":
+            engine = make_engine(f"sqlite:///{folder / 'ledger.db'}")
             stack.callback(engine.dispose)
-        elif request.param == "sqlite-memory":
+        elif backend == "sqlite-memory":
             engine = make_engine("sqlite://")
             stack.callback(engine.dispose)
         else:
-            raise ValueError(f"unknown ledger backend {request.param!r}")
+            raise ValueError(f"unknown ledger backend {backend!r}")
         migrate(engine)
+        yield engine
+
+
+@pytest.fixture(params=LEDGER_BACKENDS)
+def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty ledger on each backend."""
+    with ledger_on(request.param, request, tmp_path) as engine:
         yield engine

@@ -47,13 +47,6 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.filters import EventAnyResourceFilter, EventFilter
 from prefect.logging.handlers import APILogHandler
-from prefect.settings import (
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-    PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
-    PREFECT_SERVER_ANALYTICS_ENABLED,
-    temporary_settings,
-)
-from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy.exc import NoResultFound
 from sqlmodel import Session
 
@@ -83,28 +76,24 @@ BACKENDS = [pytest.param("sqlite", id="sqlite"),
 # -- Prefect ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def prefect() -> Iterator[None]:
-    """A Prefect test server for this module, with the flow processes' logging of the product.
+def prefect(prefect_harness: None) -> Iterator[None]:
+    """The Prefect test server with the flow processes' logging of the product.
 
-    Heartbeats off (each sync flow run would cost a second more), analytics off (they lock the
-    harness's SQLite at start-up). The served flows run with ``PREFECT_LOGGING_EXTRA_LOGGERS=
-    disclosure`` (flows/local_prefect.py): the engine's structlog lines go to the run's logs in
-    the API. The same handler is attached here, so the privacy test reads those lines too.
+    The served flows run with ``PREFECT_LOGGING_EXTRA_LOGGERS=disclosure``
+    (flows/local_prefect.py): the engine's structlog lines go to the run's logs in the API. The
+    same handler is attached here, so the privacy test reads those lines too.
     """
-    settings = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_SERVER_ANALYTICS_ENABLED: False,
-                PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}
-    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=90):
-        handler = APILogHandler()
-        logger = logging.getLogger("disclosure")
-        logger.addHandler(handler)
-        try:
-            # the deployments exist, so nudges and start_review create runs of them (which
-            # nobody executes here: the tests run the flows by calling them)
-            review_request.to_deployment(name=DEPLOYMENT).apply()
-            process_requests.to_deployment(name=DEPLOYMENT).apply()
-            yield
-        finally:
-            logger.removeHandler(handler)
+    handler = APILogHandler()
+    logger = logging.getLogger("disclosure")
+    logger.addHandler(handler)
+    try:
+        # the deployments exist, so nudges and start_review create runs of them (which
+        # nobody executes here: the tests run the flows by calling them)
+        review_request.to_deployment(name=DEPLOYMENT).apply()
+        process_requests.to_deployment(name=DEPLOYMENT).apply()
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def deployment_runs(name: str) -> list[FlowRun]:
