@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 from sqlmodel import Session, col
 
 from connectors.register import create_register_schema, make_register_engine
@@ -41,6 +41,13 @@ from records.db import open_ledger
 from records.ledger import latest_decision
 from records.models import DecisionRow, RequestRow, RequestStatus
 from records.settings import Settings, load_settings
+from records.verification import (
+    PROBLEM_CODES,
+    RecordCounts,
+    RecordReport,
+    snapshot_reader,
+    verify_record,
+)
 
 #: States in which a request waits for nobody but a person (or nothing at all).
 SETTLED = ("delivered", "rejected", "awaiting_review", "failed")
@@ -221,7 +228,9 @@ Where to look:
   Deliveries        {settings.resolved_outbox_dir}/<partner>/delivery-<decision>.json
   Drop-off folders  {settings.resolved_dropoff_dir}/<partner>/   (drop more request files here)
   Ledger            {settings.resolved_database_url}   (disclosure status, disclosure audit verify)
-  Audit chain       {report.events_checked} events, {'intact' if report.ok else 'BROKEN'}""")
+  Audit chain       {report.events_checked} events, {'intact' if report.ok else 'BROKEN'}
+  Audit tools       disclosure replay|timeline REQUEST, disclosure report --period YEAR,
+                    disclosure inzage --bsn N, disclosure logboek export (README: Audit)""")
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
@@ -270,15 +279,75 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(_args: argparse.Namespace) -> int:
-    engine = open_ledger(load_settings())
-    with Session(engine) as session:
-        report = verify_chain(session=session)
+def _anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as given to ``--expect-head``: a sequence number and a sha256 in hex."""
+    seq, _, digest = text.strip().partition(":")
+    seq, digest = seq.strip(), digest.strip().lower()
+    if not (seq.isascii() and seq.isdigit()) or int(seq) < 1 or len(digest) != 64 or any(
+            c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SEQ:HASH (a sequence number from 1 and 64 hex digits), as "
+            "`disclosure audit verify` printed it")
+    return int(seq), digest
+
+
+def _checked_line(counts: RecordCounts) -> str:
+    return (f"{counts.audit_events} audit events (hash chain), {counts.table_snapshots} table "
+            f"snapshot(s), {counts.requests} requests with {counts.request_subjects} subjects, "
+            f"{counts.decisions} decisions, {counts.deliveries} deliveries, "
+            f"{counts.review_answers} review answers, {counts.request_status} request_status "
+            "rows")
+
+
+def _print_record_report(report: RecordReport, where: str) -> None:
+    print(f"Verified the record in {where}")
+    print(f"  checked     {_checked_line(report.counts)}")
+    if report.expected_head is not None:
+        seq, digest = report.expected_head
+        print(f"  anchor      seq {seq} {digest}: "
+              f"{'still in the chain, unchanged' if report.anchor_ok else 'NOT FOUND AS ANCHORED'}")
+    head = f"seq {report.head_seq} {report.head_hash}" if report.head_seq else (
+        f"(no events) {report.head_hash}")
+    print(f"  chain head  {head}")
+    if report.head_seq:
+        print("              write this down outside the database; next time run\n"
+              f"              disclosure audit verify --expect-head "
+              f"{report.head_seq}:{report.head_hash}\n"
+              "              to prove that no event up to it was cut off or rewritten")
     if report.ok:
-        print(f"audit chain intact: {report.events_checked} events, head {report.head_hash}")
-        return 0
-    print(f"audit chain BROKEN at event {report.broken_seq}: {report.problem} ({report.detail})")
-    return 1
+        extra = f" ({report.warnings} warning(s) below)" if report.warnings else ""
+        print(f"\nRecord intact{extra}.")
+    else:
+        first = report.first_break
+        link = (f"; the chain first breaks at seq {first.seq} ({first.code})"
+                if first is not None else "; the hash chain itself is unbroken")
+        print(f"\nRecord BROKEN: {report.breaks} problem(s){link}.")
+    for problem in report.problems:
+        label = "warning" if problem.warning else "BROKEN "
+        print(f"  {label} {problem.code:<28} {problem.where}: {problem.detail}")
+    if report.problems_left_out:
+        print(f"  … and {report.problems_left_out} more not listed (every one is counted)")
+    found = sorted({p.code for p in report.problems})
+    if found:
+        print("\nWhat the codes mean:")
+        for code in found:
+            print(f"  {code:<28} {PROBLEM_CODES.get(code, '')}")
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    engine = open_ledger(settings)
+    try:
+        with Session(snapshot_reader(engine)) as session:
+            report = verify_record(session=session, expect_head=args.expect_head)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+        _print_record_report(report, where)
+    return 0 if report.ok else 1
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -315,8 +384,19 @@ def register(sub: Any) -> None:
     status.set_defaults(handler=cmd_status)
     audit = sub.add_parser("audit", help="check the record")
     asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    asub.add_parser("verify", help="walk the audit hash chain; exit 1 if it is broken"
-                    ).set_defaults(handler=cmd_audit_verify)
+    verify = asub.add_parser(
+        "verify", help="verify the whole record: the hash chain, the table snapshots and every "
+                       "row against its event; exit 1 if anything is broken",
+        description="Walk the audit hash chain, check every stored table snapshot, and hold "
+                    "every request, subject, decision, delivery and review answer against the "
+                    "audit event that recorded it. Prints the chain head to write down outside "
+                    "the database. Exit status 0: intact; 1: broken (request_status "
+                    "disagreements are warnings only).")
+    verify.add_argument("--expect-head", type=_anchor, default=None, metavar="SEQ:HASH",
+                        help="a chain head written down earlier: the chain must still hold that "
+                             "event with that hash (catches a cut-off or rewritten tail)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=cmd_audit_verify)
     db = sub.add_parser("db", help="the ledger's database")
     dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", help="apply the ledger's migrations"

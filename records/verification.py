@@ -1,0 +1,752 @@
+"""Verification of the whole record: the hash chain, the table snapshots, and every row of the
+record against the audit event that recorded it.
+
+The chain (:mod:`records.chain`) proves that the events were not changed, deleted, inserted or
+reordered. The rows beside it — requests, their subjects, decisions, deliveries, review answers,
+table snapshots — are guarded by triggers, but someone with rights on the database can drop those
+and edit a row. Each of those rows was recorded together with an event that states what was
+recorded (ids, outcomes, categories, hashes), so :func:`verify_record` holds every row against its
+event and every event against its row:
+
+* the chain: every event follows the one before it and hashes to its stored hash; every break
+  is reported, the first one also as :attr:`RecordReport.first_break`. Against an anchor written
+  down earlier (``expect_head``) the chain must still hold that event with that hash, which is
+  what catches a tail cut off or rewritten with fresh hashes;
+* the table snapshots: each content hashes to its hash, each ``table_snapshot_stored`` event has
+  its snapshot and the other way round, and no decision refers to a snapshot that is missing;
+* ``requests`` (the raw body hashes to ``body_hash``; the subjects' pseudonyms give the event's
+  ``subjects_digest``), ``decisions``, ``deliveries`` and ``review_answers``: each row has its
+  event and agrees with it field by field, each event has its row;
+* ``request_status``, the one mutable table, agrees with the state the chain derives. It is a
+  projection, not the record, so a disagreement is a warning and does not fail the verification.
+
+It streams: one ordered pass over the events, then one pass over each table, in batches of
+:data:`~legal_bases.limits.VERIFY_BATCH_SIZE` rows. Between them it holds, per row id, only the
+seq of the event that recorded the row and a 16-byte fingerprint of what that event says about it
+— never payloads or bodies — and it reads an event again only to explain a problem it lists.
+Problems carry codes (:data:`PROBLEM_CODES`), ids, sequence numbers, field names and vocabulary
+values only — never personal data, so a report can be shared with anyone who checks the record.
+
+For a consistent result while the engine keeps writing, read through :func:`snapshot_reader`:
+one snapshot of the database for all passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, select
+from sqlalchemy.orm import Session
+
+from legal_bases.errors import DisclosureError
+from legal_bases.limits import VERIFY_BATCH_SIZE, VERIFY_PROBLEMS_LISTED
+from legal_bases.table import canonical_json, sha256, table_from_snapshot
+from records.chain import GENESIS_HASH, event_hash
+from records.db import read_only
+from records.ledger import body_hash
+from records.models import (
+    AuditEvent,
+    DecisionRow,
+    DeliveryRow,
+    RequestRow,
+    RequestStatus,
+    RequestSubject,
+    TableSnapshot,
+)
+from records.pseudonym import subjects_digest
+from records.reviews import ReviewAnswerRow, motivation_digest
+from records.vocabulary import EventKind
+
+_EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+_REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
+_SUBJECTS: Table = RequestSubject.__table__  # type: ignore[attr-defined]
+_DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
+_DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]
+_ANSWERS: Table = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
+_SNAPSHOTS: Table = TableSnapshot.__table__  # type: ignore[attr-defined]
+_STATUS: Table = RequestStatus.__table__  # type: ignore[attr-defined]
+
+REVIEW_ANSWER_RECORDED = "review_answer_recorded"
+
+#: What each problem code means; a report names the code, this says it in words.
+PROBLEM_CODES: Mapping[str, str] = {
+    # the chain
+    "seq_gap": "a sequence number is missing or out of order (events deleted or reordered)",
+    "prev_hash_mismatch": "the event does not follow the one before it (events deleted, "
+                          "inserted or reordered, or the event before it rewritten)",
+    "hash_mismatch": "the event's content or hash was altered",
+    "anchor_mismatch": "the event at the anchored sequence number no longer has the anchored "
+                       "hash (the chain was rewritten from there)",
+    "anchor_missing": "the chain no longer reaches the anchored event (its tail was cut off)",
+    # events that cannot stand for a row
+    "malformed_event": "an event lacks the id of the row it records",
+    "duplicate_event": "a second event claims to record the same row",
+    # table snapshots
+    "snapshot_altered": "a table snapshot's content does not hash to its hash",
+    "snapshot_missing": "a decision refers to a table snapshot the ledger does not hold",
+    "snapshot_without_event": "a table snapshot has no table_snapshot_stored event",
+    "event_without_snapshot": "a table_snapshot_stored event's snapshot is missing",
+    "snapshot_mismatch": "a table snapshot disagrees with its table_snapshot_stored event",
+    # requests and their subjects
+    "raw_body_altered": "a request's raw body does not hash to its recorded body_hash",
+    "request_without_event": "a request has no request_received or request_invalid event",
+    "event_without_request": "a request_received or request_invalid event's request is missing",
+    "request_mismatch": "a request row disagrees with its event",
+    "subjects_mismatch": "a request's subjects (pseudonyms) disagree with its event",
+    # decisions, deliveries, review answers
+    "decision_without_event": "a decision has no decision_recorded event",
+    "event_without_decision": "a decision_recorded event's decision is missing",
+    "decision_mismatch": "a decision row disagrees with its decision_recorded event",
+    "delivery_without_event": "a delivery has no delivery_recorded event",
+    "event_without_delivery": "a delivery_recorded event's delivery is missing",
+    "delivery_mismatch": "a delivery row disagrees with its delivery_recorded event",
+    "review_answer_without_event": "a review answer has no review_answer_recorded event",
+    "event_without_review_answer": "a review_answer_recorded event's answer is missing",
+    "review_answer_mismatch": "a review answer disagrees with its review_answer_recorded event",
+    # the projection (warnings)
+    "status_mismatch": "request_status disagrees with the state the chain derives (warning)",
+    "status_missing": "a request the chain knows has no request_status row (warning)",
+    "status_without_events": "a request_status row for a request without state events (warning)",
+}
+
+#: Fields whose values a problem may show (vocabulary, categories, numbers); any other field
+#: that disagrees is only named, so no reference, hash or free text ends up in a report.
+_SHOWN = frozenset({
+    "valid", "requester_body", "channel", "legal_basis", "purpose", "subject_count", "sequence",
+    "outcome", "released", "withheld", "reasons", "review_triggers", "ground_id",
+    "ground_version", "deadline", "status", "verdict", "categories", "accepted", "step",
+    "refusal_code", "role", "state", "validation_errors"})
+
+
+@dataclass(frozen=True, slots=True)
+class RecordProblem:
+    """One thing found wrong: a ``code`` (see :data:`PROBLEM_CODES`), the ``table`` it was found
+    in, the row's id or the event's ``seq``, and a plain-English ``detail``.
+
+    ``warning`` problems (the ``request_status`` projection) do not fail the verification.
+    """
+
+    code: str
+    table: str
+    detail: str
+    row_id: str | None = None
+    seq: int | None = None
+    warning: bool = False
+
+    @property
+    def where(self) -> str:
+        """Where it was found, e.g. ``decisions 3f2c…`` or ``audit_events seq 17``."""
+        parts = [self.table]
+        if self.row_id is not None:
+            parts.append(self.row_id)
+        if self.seq is not None:
+            parts.append(f"seq {self.seq}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCounts:
+    """How many rows of each table were checked."""
+
+    audit_events: int = 0
+    table_snapshots: int = 0
+    requests: int = 0
+    request_subjects: int = 0
+    decisions: int = 0
+    deliveries: int = 0
+    review_answers: int = 0
+    request_status: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordReport:
+    """The result of :func:`verify_record`.
+
+    ``ok`` is true when nothing but warnings was found. ``head_seq``/``head_hash`` are the last
+    event of the chain as stored (``head_hash`` is the genesis hash for an empty chain): write
+    them down outside the database, and pass them as ``expect_head`` next time. ``first_break``
+    is the first broken link of the chain, if any. ``anchor_ok`` says whether the chain still
+    holds ``expected_head`` unchanged (None when no anchor was given). ``problems`` lists the first
+    :data:`~legal_bases.limits.VERIFY_PROBLEMS_LISTED` problems found; ``breaks`` and
+    ``warnings`` count all of them.
+    """
+
+    ok: bool
+    counts: RecordCounts
+    head_seq: int | None
+    head_hash: str
+    first_break: RecordProblem | None
+    expected_head: tuple[int, str] | None
+    anchor_ok: bool | None
+    problems: tuple[RecordProblem, ...]
+    breaks: int
+    warnings: int
+
+    @property
+    def chain_ok(self) -> bool:
+        """Whether the hash chain itself is unbroken (and reaches the anchor, if one was given)."""
+        return self.first_break is None
+
+    @property
+    def problems_left_out(self) -> int:
+        """How many problems were counted but not listed."""
+        return self.breaks + self.warnings - len(self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "chain_ok": self.chain_ok,
+            "head": {"seq": self.head_seq, "hash": self.head_hash},
+            "expected_head": (None if self.expected_head is None else
+                              {"seq": self.expected_head[0], "hash": self.expected_head[1]}),
+            "anchor_ok": self.anchor_ok,
+            "checked": self.counts.to_dict(),
+            "breaks": self.breaks,
+            "warnings": self.warnings,
+            "first_break": None if self.first_break is None else self.first_break.to_dict(),
+            "problems": [p.to_dict() for p in self.problems],
+            "problems_left_out": self.problems_left_out,
+        }
+
+
+def snapshot_reader(engine: Engine) -> Engine:
+    """``engine`` set up to read one consistent snapshot per transaction, for a verification
+    while others write: SQLite reads in a deferred transaction (one WAL snapshot, and no write
+    lock held), PostgreSQL in a ``REPEATABLE READ`` transaction."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    return read_only(engine)
+
+
+def verify_record(*, session: Session, batch_size: int = VERIFY_BATCH_SIZE,
+                  expect_head: tuple[int, str] | None = None,
+                  problems_listed: int = VERIFY_PROBLEMS_LISTED) -> RecordReport:
+    """Verify the chain, the snapshots and every row of the record against its event.
+
+    ``expect_head`` is an anchor ``(seq, hash)`` written down earlier: the chain must still hold
+    the event ``seq`` with that ``hash``. Reads only; streams every table in batches of
+    ``batch_size`` rows.
+    """
+    return _Verifier(session, batch_size, expect_head, problems_listed).run()
+
+
+# --- what an event says about its row, and what the row says -----------------------------------
+#
+# For each kind of row the same tuple of values is built twice: from the row and from its event.
+# The events' side keeps only a fingerprint of its tuple (with the event's seq), so a ledger of
+# millions of rows is held against its events in little memory; where they differ, the event is
+# read again to name the fields.
+
+_EVENT_COLUMNS = ("seq", "id", "occurred_at", "kind", "request_id", "actor", "flow_run_id",
+                  "payload", "prev_hash", "hash")
+
+_REQUEST_FIELDS = ("valid", "partner_id", "requester_body", "channel", "reference", "legal_basis",
+                   "body_hash", "correlation_id", "purpose", "reference_date", "due_date",
+                   "subject_count", "validation_errors", "received_at")
+_DECISION_FIELDS = ("request_id", "sequence", "supersedes", "outcome", "released", "withheld",
+                    "reasons", "review_triggers", "proposal", "ground_id", "ground_version",
+                    "table_hash", "decided_by", "deadline", "decided_at", "flow_run_id")
+_DELIVERY_FIELDS = ("request_id", "decision_id", "partner_id", "destination", "status",
+                    "receipt", "delivered_at", "flow_run_id")
+_ANSWER_FIELDS = ("request_id", "seq", "reviewer_id", "role", "verdict", "categories",
+                  "accepted", "step", "refusal_code", "motivation", "answered_at", "flow_run_id")
+
+_Values = tuple[Any, ...]
+
+
+def _body_digest(raw_body: str) -> str | None:
+    """The body hash as intake took it: :func:`records.ledger.body_hash`, or the hash of the text
+    for a body nested too deeply to parse (as :mod:`records.submissions` does); None if the text
+    cannot be hashed at all."""
+    try:
+        return body_hash(raw_body)
+    except RecursionError:
+        return sha256(raw_body)
+    except UnicodeError:
+        return None
+
+
+def _fingerprint(values: _Values) -> bytes:
+    """16 bytes that stand for a tuple of plain values (str, int, bool, None, nested tuples)."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=16).digest()
+
+
+def _payload(event: Any) -> Mapping[str, Any]:
+    return event.payload if isinstance(event.payload, dict) else {}
+
+
+def _frozen(value: Any) -> Any:
+    """JSON data as a comparable value: lists become tuples, objects their canonical JSON."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return canonical_json(value)
+    return value
+
+
+def _day(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _moment(value: datetime | None) -> str | None:
+    # both sides come through UTCDateTime, aware and in UTC
+    return None if value is None else value.isoformat()
+
+
+def _codes(items: Any) -> _Values:
+    """The ``code`` of each reason or trigger as the decision row stores them."""
+    if not isinstance(items, list):
+        return ()
+    return tuple(i.get("code") if isinstance(i, dict) else i for i in items)
+
+
+def _error_summary(errors: Any) -> tuple[int, _Values]:
+    if not isinstance(errors, list):
+        return (0, ())
+    codes = {e.get("code") for e in errors if isinstance(e, dict)}
+    return (len(errors), tuple(sorted(codes, key=str)))
+
+
+def _request_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
+    p = payload.get
+    return (event.kind == EventKind.REQUEST_RECEIVED.value, p("partner_id"), p("requester_body"),
+            p("channel"), p("reference"), p("legal_basis"), p("body_hash"), p("correlation_id"),
+            p("purpose"), p("reference_date"), p("due_date"), p("subject_count"),
+            (p("error_count", 0), _frozen(p("error_codes", []))), _moment(event.occurred_at))
+
+
+def _request_from_row(row: Any) -> _Values:
+    return (bool(row.valid), row.partner_id, row.requester_body, row.channel, row.reference,
+            row.legal_basis, row.body_hash, row.correlation_id, row.purpose,
+            _day(row.reference_date), _day(row.due_date), row.subject_count,
+            _error_summary(row.validation_errors), _moment(row.received_at))
+
+
+def _decision_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
+    p = payload.get
+    return (event.request_id, p("sequence"), p("supersedes"), p("outcome"),
+            _frozen(p("released")), _frozen(p("withheld")), _frozen(p("reason_codes")),
+            _frozen(p("review_triggers")), _frozen(p("proposal")), p("ground_id"),
+            p("ground_version"), p("table_hash"), p("decided_by"), p("deadline"),
+            _moment(event.occurred_at), event.flow_run_id)
+
+
+def _decision_from_row(row: Any) -> _Values:
+    return (row.request_id, row.sequence, row.supersedes, row.outcome, _frozen(row.released),
+            _frozen(row.withheld), _codes(row.reasons), _codes(row.review_triggers),
+            _frozen(row.proposal), row.ground_id, row.ground_version, row.table_hash,
+            row.decided_by, _day(row.deadline), _moment(row.decided_at), row.flow_run_id)
+
+
+def _delivery_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
+    p = payload.get
+    return (event.request_id, p("decision_id"), event.actor, p("destination"), p("status"),
+            p("receipt_sha256"), _moment(event.occurred_at), event.flow_run_id)
+
+
+def _delivery_from_row(row: Any) -> _Values:
+    receipt = row.receipt.get("sha256") if isinstance(row.receipt, dict) else None
+    return (row.request_id, row.decision_id, row.partner_id, row.destination, row.status,
+            receipt, _moment(row.delivered_at), row.flow_run_id)
+
+
+def _answer_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
+    p = payload.get
+    return (event.request_id, p("seq"), p("reviewer_id"), p("role"), p("verdict"),
+            _frozen(p("categories")), p("accepted"), p("step"), p("refusal_code"),
+            p("motivation_sha256"), _moment(event.occurred_at), event.flow_run_id)
+
+
+def _answer_from_row(row: Any) -> _Values:
+    return (row.request_id, row.seq, row.reviewer_id, row.role, row.verdict,
+            _frozen(row.categories), bool(row.accepted), row.step, row.refusal_code,
+            motivation_digest(row.motivation), _moment(row.answered_at), row.flow_run_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _RowKind:
+    """A kind of row held against its event: names, fields, and both builders of its values."""
+
+    name: str  # "decision"
+    table: str  # "decisions"
+    event_kind: str  # what records it, in words
+    fields: tuple[str, ...]
+    from_event: Callable[[Any, Mapping[str, Any]], _Values]
+    from_row: Callable[[Any], _Values]
+
+
+_REQUEST = _RowKind("request", "requests", "request_received or request_invalid",
+                    _REQUEST_FIELDS, _request_from_event, _request_from_row)
+_DECISION = _RowKind("decision", "decisions", EventKind.DECISION_RECORDED.value,
+                     _DECISION_FIELDS, _decision_from_event, _decision_from_row)
+_DELIVERY = _RowKind("delivery", "deliveries", EventKind.DELIVERY_RECORDED.value,
+                     _DELIVERY_FIELDS, _delivery_from_event, _delivery_from_row)
+_ANSWER = _RowKind("review_answer", "review_answers", REVIEW_ANSWER_RECORDED, _ANSWER_FIELDS,
+                   _answer_from_event, _answer_from_row)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _differences(names: Sequence[str], row: _Values, event: _Values) -> str:
+    """The fields on which a row and its event disagree, with values where they may be shown."""
+    parts = []
+    for name, ours, theirs in zip(names, row, event, strict=True):
+        if ours != theirs:
+            parts.append(f"{name} (row {_show(ours)}, event {_show(theirs)})" if name in _SHOWN
+                         else name)
+    return ", ".join(parts) or "its fingerprint"
+
+
+@dataclass
+class _Expected:
+    """What the events say about the rows, keyed by row id: the event's seq and a fingerprint.
+
+    ``requests`` also keeps the subject count and ``subjects_digest`` of the event (set to None
+    once the subjects were checked); ``states`` is the state each request's latest event left.
+    """
+
+    requests: dict[str, tuple[int, bytes, Any, Any]] = field(default_factory=dict)
+    decisions: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    deliveries: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    snapshots: dict[str, tuple[int, Any, Any]] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+
+
+def _answer_key(request_id: Any, seq: Any) -> str:
+    return f"{request_id}#{seq}"
+
+
+class _Verifier:
+    """One verification run: the passes, and the problems they find (listed up to a cap)."""
+
+    def __init__(self, session: Session, batch_size: int, expect_head: tuple[int, str] | None,
+                 problems_listed: int) -> None:
+        self.session = session
+        self.batch_size = batch_size
+        self.expect_head = expect_head
+        self.listed = problems_listed
+        self.problems: list[RecordProblem] = []
+        self.breaks = 0
+        self.warnings = 0
+        self.first_break: RecordProblem | None = None
+        self.anchor_ok: bool | None = None if expect_head is None else False
+        self.counts: dict[str, int] = {}
+        self.expected = _Expected()
+
+    def run(self) -> RecordReport:
+        head_seq, head_hash = self._chain()
+        snapshots = self._snapshots()
+        self._subjects()
+        self._requests()
+        self._decisions(snapshots)
+        self._deliveries()
+        self._answers()
+        self._status()
+        return RecordReport(
+            ok=self.breaks == 0, counts=RecordCounts(**self.counts), head_seq=head_seq,
+            head_hash=head_hash, first_break=self.first_break, expected_head=self.expect_head,
+            anchor_ok=self.anchor_ok, problems=tuple(self.problems), breaks=self.breaks,
+            warnings=self.warnings)
+
+    # -- bookkeeping
+
+    def _found(self, code: str, table: str, detail: str | Callable[[], str], *,
+               row_id: str | None = None, seq: int | None = None,
+               warning: bool = False) -> RecordProblem | None:
+        """Count a problem; list it while the list has room. ``detail`` may be a function, so a
+        costly detail is worked out only for problems that are listed."""
+        if warning:
+            self.warnings += 1
+        else:
+            self.breaks += 1
+        if len(self.problems) >= self.listed:
+            return None
+        problem = RecordProblem(code=code, table=table,
+                                detail=detail if isinstance(detail, str) else detail(),
+                                row_id=row_id, seq=seq, warning=warning)
+        self.problems.append(problem)
+        return problem
+
+    def _stream(self, table: Table, columns: Sequence[str],
+                order_by: Sequence[str]) -> Iterator[Any]:
+        """The rows of ``table`` (only ``columns``), in order, fetched ``batch_size`` at a time."""
+        query = (select(*[table.c[c] for c in columns])
+                 .order_by(*[table.c[c] for c in order_by])
+                 .execution_options(yield_per=self.batch_size))
+        result = self.session.execute(query)
+        count = 0
+        try:
+            for batch in result.partitions():
+                count += len(batch)
+                yield from batch
+        finally:
+            result.close()
+            self.counts[table.name] = count
+
+    # -- the chain
+
+    def _chain(self) -> tuple[int | None, str]:
+        """Walk the events in order: check each link, remember what each says about its row."""
+        expected_seq, prev_hash = 1, GENESIS_HASH
+        head_seq: int | None = None
+        anchor_seen = False
+        for row in self._stream(_EVENTS, _EVENT_COLUMNS, ("seq",)):
+            seq = int(row.seq)
+            problem: tuple[str, str] | None = None
+            if seq != expected_seq:
+                problem = ("seq_gap", f"expected seq {expected_seq}, found seq {seq}")
+            elif row.prev_hash != prev_hash:
+                problem = ("prev_hash_mismatch",
+                           "prev_hash does not equal the hash of the event before it")
+            elif event_hash(prev_hash=row.prev_hash, seq=seq, id=row.id,
+                            occurred_at=row.occurred_at, kind=row.kind,
+                            request_id=row.request_id, actor=row.actor,
+                            flow_run_id=row.flow_run_id, payload=row.payload) != row.hash:
+                problem = ("hash_mismatch", "the stored hash does not match the event's content")
+            if problem is not None:
+                self._chain_break(problem[0], f"{problem[1]} (a {row.kind} event)", seq)
+            if self.expect_head is not None and seq == self.expect_head[0]:
+                anchor_seen = True
+                self.anchor_ok = row.hash == self.expect_head[1]
+                if not self.anchor_ok:
+                    self._chain_break("anchor_mismatch", "the anchored event now has another "
+                                      "hash: the chain was rewritten from here or before", seq)
+            # carry on from what is stored, so a break is reported once, not at every event after
+            expected_seq, prev_hash, head_seq = seq + 1, row.hash, seq
+            self._remember(row)
+        if self.expect_head is not None and not anchor_seen:
+            anchor_seq = self.expect_head[0]
+            self._chain_break("anchor_missing", f"the chain ends at seq {head_seq or 0}, before "
+                              f"the anchored seq {anchor_seq}: events were cut off", anchor_seq)
+        return head_seq, prev_hash
+
+    def _chain_break(self, code: str, detail: str, seq: int) -> None:
+        problem = self._found(code, "audit_events", detail, seq=seq)
+        if self.first_break is None:
+            self.first_break = problem or RecordProblem(code, "audit_events", detail, seq=seq)
+
+    def _remember(self, event: Any) -> None:
+        """Note what an event says about the row it records and the state it leaves."""
+        payload = _payload(event)
+        kind, seq, request_id = event.kind, int(event.seq), event.request_id
+        state = payload.get("state")
+        if request_id is not None and isinstance(state, str):
+            self.expected.states[request_id] = sys.intern(state)
+        expected = self.expected
+        if kind in (EventKind.REQUEST_RECEIVED.value, EventKind.REQUEST_INVALID.value):
+            key = self._key(request_id, "request_id", event, expected.requests)
+            if key is not None:
+                received = kind == EventKind.REQUEST_RECEIVED.value
+                expected.requests[key] = (
+                    seq, _fingerprint(_request_from_event(event, payload)),
+                    payload.get("subject_count") if received else 0,
+                    payload.get("subjects_digest") if received else None)
+        elif kind == EventKind.DECISION_RECORDED.value:
+            key = self._key(payload.get("decision_id"), "decision_id", event, expected.decisions)
+            if key is not None:
+                expected.decisions[key] = (seq, _fingerprint(_decision_from_event(event, payload)))
+        elif kind == EventKind.DELIVERY_RECORDED.value:
+            key = self._key(payload.get("delivery_id"), "delivery_id", event,
+                            expected.deliveries)
+            if key is not None:
+                expected.deliveries[key] = (seq, _fingerprint(_delivery_from_event(event, payload)))
+        elif kind == REVIEW_ANSWER_RECORDED:
+            answer = payload.get("seq")
+            if request_id is not None and isinstance(answer, int):
+                key = self._key(_answer_key(request_id, answer), "request and answer seq", event,
+                                expected.answers)
+            else:
+                key = self._key(None, "request and answer seq", event, expected.answers)
+            if key is not None:
+                expected.answers[key] = (seq, _fingerprint(_answer_from_event(event, payload)))
+        elif kind == EventKind.TABLE_SNAPSHOT_STORED.value:
+            key = self._key(payload.get("table_hash"), "table_hash", event, expected.snapshots)
+            if key is not None:
+                expected.snapshots[key] = (seq, _frozen(payload.get("grounds")),
+                                           _frozen(payload.get("ground_versions")))
+
+    def _key(self, key: Any, name: str, event: Any,
+             seen: Mapping[str, tuple[Any, ...]]) -> str | None:
+        """The id of the row an event records, if it names one that no earlier event named."""
+        seq = int(event.seq)
+        if not isinstance(key, str):
+            self._found("malformed_event", "audit_events", f"a {event.kind} event without "
+                        f"its {name}", seq=seq)
+            return None
+        if key in seen:
+            self._found("duplicate_event", "audit_events", f"a second {event.kind} event for "
+                        f"the same {name} (the first is seq {seen[key][0]})", seq=seq)
+            return None
+        return key
+
+    def _event(self, seq: int) -> Any:
+        """One event, read again (only to explain a problem that will be listed)."""
+        columns = [_EVENTS.c[c] for c in _EVENT_COLUMNS]
+        return self.session.execute(select(*columns).where(_EVENTS.c.seq == seq)).one()
+
+    # -- the rows
+
+    def _snapshots(self) -> set[str]:
+        """Check every snapshot's content against its hash and its event; return the hashes."""
+        hashes: set[str] = set()
+        expected = self.expected.snapshots
+        for row in self._stream(_SNAPSHOTS, ("hash", "content"), ("hash",)):
+            hashes.add(row.hash)
+            event = expected.pop(row.hash, None)
+            if sha256(row.content) != row.hash:
+                self._found("snapshot_altered", "table_snapshots", "the content does not hash "
+                            "to the snapshot's hash: it was altered", row_id=row.hash)
+                continue
+            if event is None:
+                self._found("snapshot_without_event", "table_snapshots",
+                            "no table_snapshot_stored event records this snapshot",
+                            row_id=row.hash)
+                continue
+            try:
+                table = table_from_snapshot(row.content, expected_hash=row.hash)
+            except DisclosureError as exc:
+                self._found("snapshot_altered", "table_snapshots",
+                            f"the content is not a valid table of grounds: {exc}",
+                            row_id=row.hash)
+                continue
+            seq, grounds, versions = event
+            stored = (tuple(sorted(table.grounds)),
+                      tuple(sorted(v.id for g in table for v in g.versions)))
+            if stored != (grounds, versions):
+                self._found("snapshot_mismatch", "table_snapshots", "the grounds or versions "
+                            f"differ from those its event (seq {seq}) lists", row_id=row.hash)
+        for table_hash, (seq, _grounds, _versions) in expected.items():
+            self._found("event_without_snapshot", "audit_events",
+                        f"the snapshot {table_hash} this event stored is missing", seq=seq)
+        return hashes
+
+    def _subjects(self) -> None:
+        """Hold each request's subjects (pseudonyms) against the count and digest of its event."""
+        current: str | None = None
+        pseudonyms: list[str] = []
+        for row in self._stream(_SUBJECTS, ("request_id", "pseudonym"),
+                                ("request_id", "position")):
+            if row.request_id != current:
+                if current is not None:
+                    self._check_subjects(current, pseudonyms)
+                current, pseudonyms = row.request_id, []
+            pseudonyms.append(row.pseudonym)
+        if current is not None:
+            self._check_subjects(current, pseudonyms)
+
+    def _check_subjects(self, request_id: str, pseudonyms: list[str]) -> None:
+        entry = self.expected.requests.get(request_id)
+        if entry is None:
+            return  # a request without its event: reported with the request
+        seq, fingerprint, count, digest = entry
+        self.expected.requests[request_id] = (seq, fingerprint, None, None)
+        if count != len(pseudonyms):
+            self._found("subjects_mismatch", "request_subjects", f"{len(pseudonyms)} subject "
+                        f"row(s); the request's event (seq {seq}) records {count}",
+                        row_id=request_id)
+        elif subjects_digest(pseudonyms) != digest:
+            self._found("subjects_mismatch", "request_subjects", "the subjects' pseudonyms do "
+                        f"not give the subjects_digest of the request's event (seq {seq})",
+                        row_id=request_id)
+
+    def _requests(self) -> None:
+        expected = self.expected.requests
+        columns = ("id", "partner_id", "requester_body", "channel", "reference", "received_at",
+                   "raw_body", "body_hash", "valid", "validation_errors", "legal_basis",
+                   "purpose", "reference_date", "due_date", "subject_count", "correlation_id")
+        for row in self._stream(_REQUESTS, columns, ("id",)):
+            if _body_digest(row.raw_body) != row.body_hash:
+                self._found("raw_body_altered", "requests", "the raw body as stored does not "
+                            "hash to the request's body_hash", row_id=row.id)
+            entry = expected.pop(row.id, None)
+            if entry is not None and entry[2]:  # subjects the event counts, none were found
+                self._found("subjects_mismatch", "request_subjects", "no subject rows; the "
+                            f"request's event (seq {entry[0]}) records {entry[2]}",
+                            row_id=row.id)
+            self._compare(_REQUEST, row.id, row, None if entry is None else entry[:2])
+        self._orphans(_REQUEST, expected)
+
+    def _decisions(self, snapshots: set[str]) -> None:
+        expected = self.expected.decisions
+        columns = ("id", "request_id", "sequence", "outcome", "released", "withheld", "reasons",
+                   "review_triggers", "proposal", "ground_id", "ground_version", "table_hash",
+                   "decided_by", "decided_at", "flow_run_id", "deadline", "supersedes")
+        for row in self._stream(_DECISIONS, columns, ("id",)):
+            if row.table_hash not in snapshots:
+                self._found("snapshot_missing", "decisions", f"the decision was read from table "
+                            f"{row.table_hash}, whose snapshot is missing", row_id=row.id)
+            self._compare(_DECISION, row.id, row, expected.pop(row.id, None))
+        self._orphans(_DECISION, expected)
+
+    def _deliveries(self) -> None:
+        expected = self.expected.deliveries
+        columns = ("id", "request_id", "decision_id", "partner_id", "destination", "status",
+                   "receipt", "delivered_at", "flow_run_id")
+        for row in self._stream(_DELIVERIES, columns, ("id",)):
+            self._compare(_DELIVERY, row.id, row, expected.pop(row.id, None))
+        self._orphans(_DELIVERY, expected)
+
+    def _answers(self) -> None:
+        expected = self.expected.answers
+        columns = ("request_id", "seq", "reviewer_id", "role", "verdict", "categories",
+                   "motivation", "accepted", "step", "refusal_code", "answered_at",
+                   "flow_run_id")
+        for row in self._stream(_ANSWERS, columns, ("request_id", "seq")):
+            key = _answer_key(row.request_id, row.seq)
+            self._compare(_ANSWER, key, row, expected.pop(key, None))
+        self._orphans(_ANSWER, expected)
+
+    def _compare(self, kind: _RowKind, row_id: str, row: Any,
+                 event: tuple[int, bytes] | None) -> None:
+        name = kind.name.replace("_", " ")
+        if event is None:
+            self._found(f"{kind.name}_without_event", kind.table,
+                        f"no {kind.event_kind} event records this {name}", row_id=row_id)
+            return
+        seq, fingerprint = event
+        values = kind.from_row(row)
+        if _fingerprint(values) != fingerprint:
+            def detail() -> str:
+                event = self._event(seq)
+                recorded = kind.from_event(event, _payload(event))
+                return f"disagrees with its event on {_differences(kind.fields, values, recorded)}"
+            self._found(f"{kind.name}_mismatch", kind.table, detail, row_id=row_id, seq=seq)
+
+    def _orphans(self, kind: _RowKind, expected: Mapping[str, tuple[Any, ...]]) -> None:
+        name = kind.name.replace("_", " ")
+        for row_id, entry in expected.items():
+            self._found(f"event_without_{kind.name}", "audit_events", f"the {name} {row_id} "
+                        f"this {kind.event_kind} event records is missing", seq=entry[0])
+
+    def _status(self) -> None:
+        """The projection against the chain: disagreements are warnings, not breaks."""
+        states = self.expected.states
+        for row in self._stream(_STATUS, ("request_id", "state"), ("request_id",)):
+            derived = states.pop(row.request_id, None)
+            if derived is None:
+                self._found("status_without_events", "request_status", "the request's events "
+                            "carry no state", row_id=row.request_id, warning=True)
+            elif row.state != derived:
+                self._found("status_mismatch", "request_status", f"state {row.state}, the chain "
+                            f"says {derived}", row_id=row.request_id, warning=True)
+        for request_id, derived in states.items():
+            self._found("status_missing", "request_status", f"no row; the chain says {derived}",
+                        row_id=request_id, warning=True)
