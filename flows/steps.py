@@ -53,6 +53,7 @@ from records.ledger import (
     record_submission,
 )
 from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus
+from records.replay import parse_recorded
 from records.reviews import has_event, record_review_event
 from records.vocabulary import Channel, RequestState
 
@@ -65,14 +66,8 @@ def chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
 
 
 def parse_submission(row: RequestRow) -> DisclosureRequest | InvalidRequest:
-    """A recorded submission read again exactly as at intake (the same day of receipt)."""
-    try:
-        raw: Any = json.loads(row.raw_body)
-    except json.JSONDecodeError as exc:
-        return InvalidRequest((FieldError("", "bad_json", f"not JSON: {exc.msg}"),))
-    except RecursionError:
-        return InvalidRequest((FieldError("", "too_deep", "the JSON nests too deeply"),))
-    return read_request(raw, received_on=received_on(row.received_at))
+    """A recorded submission read again exactly as at intake (see ``records.replay``)."""
+    return parse_recorded(row)
 
 
 # -- decide -------------------------------------------------------------------------------------
