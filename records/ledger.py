@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlmodel import col
 
 from legal_bases.decision import Decision
@@ -523,7 +523,8 @@ def requests_by_pseudonym(*, session: Session,
     """Every request that named the subject with this pseudonym, oldest first (for inzage).
 
     ``pseudonym`` may also be several pseudonyms of one person (their BSN's and their
-    onderwijsnummer's): every request that named any of them, each once.
+    onderwijsnummer's): every request that named any of them, each once. The raw body (a bulk
+    request's names every subject, megabytes of them) is loaded only when read.
     """
     wanted = [pseudonym] if isinstance(pseudonym, str) else list(dict.fromkeys(pseudonym))
     if not wanted:
@@ -531,6 +532,7 @@ def requests_by_pseudonym(*, session: Session,
     named = select(_SUBJECTS.c.request_id).where(_SUBJECTS.c.pseudonym.in_(wanted))
     return list(session.scalars(
         select(RequestRow).where(col(RequestRow.id).in_(named))
+        .options(defer(RequestRow.raw_body))  # type: ignore[arg-type]  # SQLModel types it str
         .order_by(col(RequestRow.received_at), col(RequestRow.id))))
 
 
