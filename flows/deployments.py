@@ -1,6 +1,7 @@
 """The deployments of the pipeline, how the engine starts runs of them, and ``serve``.
 
-``disclosure serve`` (and ``disclosure up``) serve the four deployments from one process; a
+``disclosure serve`` (and ``disclosure up``) serve the deployments from one process: the four of
+the pipeline and the two an auditor starts from the UI (replay, transparency report); a
 scaled-out installation deploys the same flows from ``prefect.yaml`` to a work pool instead.
 Both use the names below.
 """
@@ -25,6 +26,8 @@ DISPATCHER = f"process-requests/{DEPLOYMENT}"
 REVIEW = f"review-request/{DEPLOYMENT}"
 DROPOFF = f"collect-dropoffs/{DEPLOYMENT}"
 NOTIFY = f"notify-escalation/{DEPLOYMENT}"
+REPLAY = f"replay-decisions/{DEPLOYMENT}"
+REPORT = f"transparency-report/{DEPLOYMENT}"
 
 
 def nudge_dispatcher(key: str | None = None) -> str | None:
@@ -66,6 +69,8 @@ def runner_deployments() -> list[Any]:
     from flows.dispatcher import process_requests  # noqa: PLC0415 - the flows import this module
     from flows.dropoff import collect_dropoffs  # noqa: PLC0415
     from flows.notify import notify_escalation  # noqa: PLC0415
+    from flows.replay import replay_decisions  # noqa: PLC0415
+    from flows.report import transparency_report  # noqa: PLC0415
     from flows.review import review_request  # noqa: PLC0415
 
     escalated = DeploymentEventTrigger(
@@ -82,6 +87,8 @@ def runner_deployments() -> list[Any]:
         review_request.to_deployment(name=DEPLOYMENT, tags=["disclosure", "review"]),
         notify_escalation.to_deployment(name=DEPLOYMENT, tags=["disclosure"],
                                         triggers=[escalated]),
+        replay_decisions.to_deployment(name=DEPLOYMENT, tags=["disclosure", "audit"]),
+        transparency_report.to_deployment(name=DEPLOYMENT, tags=["disclosure", "audit"]),
     ]
 
 

@@ -14,6 +14,8 @@ from flows.deployments import (
     DISPATCHER,
     DROPOFF,
     NOTIFY,
+    REPLAY,
+    REPORT,
     REVIEW,
     runner_deployments,
 )
@@ -39,12 +41,12 @@ def test_every_entrypoint_in_prefect_yaml_imports_a_flow() -> None:
         spec.loader.exec_module(module)
         flow = getattr(module, attribute)
         names.add(f"{flow.name}/{deployment['name']}")
-    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY}
+    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT}
 
 
 def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
     served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
-    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY}
+    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT}
     assert {d.name for d in served.values()} == {DEPLOYMENT}
     intervals = {d["entrypoint"]: d.get("schedules", [{}])[0].get("interval")
                  for d in prefect_yaml()["deployments"]}  # type: ignore[attr-defined]
@@ -53,6 +55,8 @@ def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
         "flows/dropoff.py:collect_dropoffs": limits.DROPOFF_SWEEP_SECONDS,
         "flows/review.py:review_request": None,
         "flows/notify.py:notify_escalation": None,
+        "flows/replay.py:replay_decisions": None,
+        "flows/report.py:transparency_report": None,
     }
     notify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
                        if d["entrypoint"].startswith("flows/notify.py"))
