@@ -143,12 +143,18 @@ def measure(engine: Engine, args: argparse.Namespace, *, requests: int, events: 
         assert report.ok, report
         verify_s.append(seconds)
         seconds, summary = timed("replay of the year against the recorded tables", lambda: (
-            summarise(replay_period(engine, first=first, last=last))))
+            summarise(replay_period(engine, first=first, last=last), first=first, last=last)))
         replay_s.append(seconds)
-        print(f"    {summary}")
+        print(f"    {summary.agrees:,} agree, {summary.differs:,} differ, "
+              f"{summary.cannot_replay:,} cannot be replayed; {summary.reviewed:,} reviewed, "
+              f"{summary.review_checks_failed:,} review checks failed; "
+              f"{len(summary.tables)} tables")
         seconds, summary = timed("replay of the year against the current table", lambda: (
-            summarise(replay_period(engine, first=first, last=last, against=load_table()))))
+            summarise(replay_period(engine, first=first, last=last, against=load_table()),
+                      first=first, last=last)))
         current_s.append(seconds)
+        print(f"    {summary.differs:,} would now be decided differently (the shipped table "
+              "lacks the amendment of awir-38 from 2026-07-01)")
     verify_best, replay_best = min(verify_s), min(replay_s)
     print(f"verify: {events / verify_best:,.0f} events/s ({events:,} events in "
           f"{verify_best:.1f} s; median of {len(verify_s)}: {statistics.median(verify_s):.1f} s)")
