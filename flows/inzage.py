@@ -23,6 +23,7 @@ file paths and counts, and the masked number only; the log gets counts only.
 from __future__ import annotations
 
 import argparse
+import getpass
 import html
 import json
 import os
@@ -46,8 +47,9 @@ from legal_bases.request import Subject
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Category, Outcome, ReasonCode, SubjectIdType
 from records.db import open_ledger
-from records.inzage import EntryKind, InzageEntry, find_requests
+from records.inzage import EntryKind, InzageEntry, find_requests, record_inzage
 from records.ledger import RECEIPT_TIMEZONE
+from records.models import ACTOR_LENGTH
 from records.pseudonym import Pseudonymizer
 from records.settings import load_settings
 
@@ -545,13 +547,22 @@ def cmd_inzage(args: argparse.Namespace) -> int:
     out_dir = args.out if args.out is not None else settings.data_dir / "inzage"
     partners = {p.id: p.name for p in load_partners(partners_file(settings))}
     engine = open_ledger(settings)
+    pseudonymizer = Pseudonymizer.from_settings(settings)
+    now = datetime.now(UTC)
     try:
-        with Session(engine) as session:
-            written = answer(session=session, subjects=subjects,
-                             pseudonymizer=Pseudonymizer.from_settings(settings),
-                             out_dir=out_dir, partner_names=partners,
-                             prepared_at=datetime.now(UTC), table=settings.ground_table(),
-                             accountability=load_accountability())
+        with Session(engine) as session, session.begin():
+            written = answer(session=session, subjects=subjects, pseudonymizer=pseudonymizer,
+                             out_dir=out_dir, partner_names=partners, prepared_at=now,
+                             table=settings.ground_table(), accountability=load_accountability())
+            try:  # fail closed: an answer that is not on the record is not given
+                seq = record_inzage(
+                    session=session, pseudonyms=[pseudonymizer.of(s) for s in subjects],
+                    counts={**written.counts, "restricted": written.restricted},
+                    actor=args.requested_by, answered_at=now)
+            except Exception:
+                for path in (*written.subject_files, *written.officer_files):
+                    path.unlink(missing_ok=True)
+                raise
     finally:
         engine.dispose()
     counts = written.counts
@@ -565,9 +576,16 @@ def cmd_inzage(args: argparse.Namespace) -> int:
              "For the data subject (the HTML file prints to PDF from a browser):",
              *(f"  {p}" for p in written.subject_files),
              "For the privacy officer only (UAVG art. 41; never send to the data subject):",
-             *(f"  {p}" for p in written.officer_files)]
+             *(f"  {p}" for p in written.officer_files),
+             f"On the record as audit event {seq} (inzage_answered, by {args.requested_by})."]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _actor(text: str) -> str:
+    if not 0 < len(text.strip()) <= ACTOR_LENGTH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {ACTOR_LENGTH} characters")
+    return text.strip()
 
 
 def register(sub: Any) -> None:
@@ -584,4 +602,6 @@ def register(sub: Any) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="folder for the files (default: <data_dir>/inzage; "
                              "DISCLOSURE_DATA_DIR sets data_dir)")
+    parser.add_argument("--requested-by", default=getpass.getuser(), type=_actor, metavar="WHO",
+                        help="who answers (recorded with the look-up; default: the login name)")
     parser.set_defaults(handler=cmd_inzage)

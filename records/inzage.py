@@ -10,6 +10,10 @@ Each entry also says whether it must stay out of the data subject's own answer
 (:meth:`legal_bases.accountability.Accountability.restriction_for`, UAVG art. 41): the caller
 writes restricted entries for the privacy officer only.
 
+Looking a person up is itself a processing of their data: :func:`record_inzage` puts each
+answer on the record (who asked the engine, about which pseudonyms, what was found), so a
+look-up without a data subject's request behind it can be traced.
+
 Invalid submissions are not found: the ledger records subjects (by pseudonym) only for valid
 requests; an invalid one's raw body is kept, but nothing indexes who it named.
 """
@@ -29,8 +33,12 @@ from legal_bases.citation import Citation
 from legal_bases.limits import AUDIT_IN_CHUNK
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Outcome
+from records import chain
+from records.chain import NewEvent
 from records.ledger import ENGINE, load_table_snapshot, requests_by_pseudonym
 from records.models import DecisionRow, DeliveryRow, RequestStatus, RequestSubject
+from records.timestamps import utc
+from records.vocabulary import EventKind
 
 _SUBJECTS: Table = RequestSubject.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
@@ -143,6 +151,20 @@ def find_requests(*, session: Session, pseudonyms: Sequence[str], table: GroundT
             restriction=accountability.restriction_for(ground_id=r.legal_basis,
                                                         body=r.requester_body, table=table)))
     return entries
+
+
+def record_inzage(*, session: Session, pseudonyms: Sequence[str], counts: dict[str, int],
+                  actor: str, answered_at: datetime) -> int:
+    """Record that an inzage was answered (event ``inzage_answered``); returns its seq.
+
+    ``pseudonyms`` are the person's, ``counts`` what the answer held (numbers only) and ``actor``
+    who produced it. In the caller's transaction.
+    """
+    with session.begin_nested():
+        [event] = chain.append_events(session=session, events=[NewEvent(
+            kind=EventKind.INZAGE_ANSWERED.value, occurred_at=utc(answered_at), actor=actor,
+            payload={"subjects": sorted(set(pseudonyms)), **counts})])
+    return event.seq
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:

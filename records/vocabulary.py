@@ -39,3 +39,5 @@ class EventKind(StrEnum):
     TABLE_SNAPSHOT_STORED = "table_snapshot_stored"
     DELIVERY_RECORDED = "delivery_recorded"
     DELIVERY_FAILED = "delivery_failed"
+    # somebody looked a person up to answer an inzage (AVG art. 15): on the record, by pseudonym
+    INZAGE_ANSWERED = "inzage_answered"

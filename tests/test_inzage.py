@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 from conftest import ledger_on
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session, col
 
 from flows.cli import main
 from flows.synthetic_history import History, Truth, write_history
@@ -30,9 +30,12 @@ from legal_bases.accountability import load_accountability
 from legal_bases.request import Subject
 from legal_bases.table import GroundTable, load_table
 from legal_bases.vocabulary import Body, Outcome, SubjectIdType
+from records.errors import LedgerError
 from records.inzage import EntryKind, find_requests
 from records.ledger import RECEIPT_TIMEZONE
+from records.models import AuditEvent
 from records.pseudonym import Pseudonymizer
+from records.verification import verify_record
 
 KEY = bytes.fromhex("5a" * 32)
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -366,3 +369,59 @@ def test_the_number_can_come_from_standard_input(
                if t.outcome == Outcome.NEEDS_REVIEW.value) == run.json(".json")["counts"][
         "pending"] + sum(1 for e in run.json("-restricted-privacy-officer.json")["restricted"]
                          if e["kind"] == "pending")
+
+
+# -- the look-up itself is on the record ---------------------------------------------------------
+
+def test_each_answer_is_on_the_record_by_pseudonym_and_counts(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    person = person_with(ledger)
+    before = _chain_head(ledger.engine)
+    run = run_inzage(ledger, monkeypatch, capsys, tmp_path / "out", "--bsn", person.number,
+                     "--requested-by", "privacy-desk-7")
+    assert run.code == 0, run.err
+    with Session(ledger.engine) as session:
+        [event] = session.scalars(select(AuditEvent).where(
+            col(AuditEvent.kind) == "inzage_answered", col(AuditEvent.seq) > before)).all()
+        report = verify_record(session=session)
+    assert report.ok, report.problems
+    subject = run.json(".json")
+    officer = run.json("-restricted-privacy-officer.json")
+    assert event.actor == "privacy-desk-7"
+    assert event.request_id is None
+    assert event.payload == {"subjects": [ledger.pseudonymizer.of(person)],
+                             **subject["counts"], "restricted": officer["count"]}
+    assert f"audit event {event.seq}" in run.out
+    assert person.number not in json.dumps(event.payload)
+
+
+def test_an_answer_that_cannot_be_recorded_is_not_given(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    def refused(**_: Any) -> int:
+        raise LedgerError("the ledger refused the event")
+    monkeypatch.setattr("flows.inzage.record_inzage", refused)
+    person = person_with(ledger)
+    before = _chain_head(ledger.engine)
+    run = run_inzage(ledger, monkeypatch, capsys, tmp_path / "out", "--bsn", person.number)
+    assert run.code == 1
+    assert "the ledger refused the event" in run.err
+    assert run.files == {}
+    assert _chain_head(ledger.engine) == before
+
+
+def test_who_answers_must_fit_the_record(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    person = person_with(ledger)
+    with pytest.raises(SystemExit) as exit_:
+        run_inzage(ledger, monkeypatch, capsys, tmp_path / "out", "--bsn", person.number,
+                   "--requested-by", "x" * 129)
+    assert exit_.value.code == 2
+    assert "--requested-by: must be 1 to 128 characters" in capsys.readouterr().err
+
+
+def _chain_head(engine: Engine) -> int:
+    with Session(engine) as session:
+        return int(session.scalar(select(func.max(col(AuditEvent.seq)))) or 0)
