@@ -1,7 +1,8 @@
 """The deployments of the pipeline, how the engine starts runs of them, and ``serve``.
 
 ``disclosure serve`` (and ``disclosure up``) serve the deployments from one process: the four of
-the pipeline and the two an auditor starts from the UI (replay, transparency report); a
+the pipeline, the nightly verification of the record, and the two an auditor starts from the UI
+(replay, transparency report); a
 scaled-out installation deploys the same flows from ``prefect.yaml`` to a work pool instead.
 Both use the names below.
 """
@@ -16,6 +17,7 @@ from prefect import serve
 from prefect.deployments import run_deployment
 from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectNotFound
+from prefect.schedules import Cron
 
 from flows import events
 from flows.logs import get_logger
@@ -28,6 +30,7 @@ DROPOFF = f"collect-dropoffs/{DEPLOYMENT}"
 NOTIFY = f"notify-escalation/{DEPLOYMENT}"
 REPLAY = f"replay-decisions/{DEPLOYMENT}"
 REPORT = f"transparency-report/{DEPLOYMENT}"
+VERIFY = f"verify-record/{DEPLOYMENT}"
 
 
 def nudge_dispatcher(key: str | None = None) -> str | None:
@@ -72,6 +75,7 @@ def runner_deployments() -> list[Any]:
     from flows.replay import replay_decisions  # noqa: PLC0415
     from flows.report import transparency_report  # noqa: PLC0415
     from flows.review import review_request  # noqa: PLC0415
+    from flows.verification import verify_record_flow  # noqa: PLC0415
 
     escalated = DeploymentEventTrigger(
         name="disclosure-review-escalated", expect={events.REVIEW_ESCALATED},
@@ -89,6 +93,9 @@ def runner_deployments() -> list[Any]:
                                         triggers=[escalated]),
         replay_decisions.to_deployment(name=DEPLOYMENT, tags=["disclosure", "audit"]),
         transparency_report.to_deployment(name=DEPLOYMENT, tags=["disclosure", "audit"]),
+        verify_record_flow.to_deployment(
+            name=DEPLOYMENT, tags=["disclosure", "audit"],
+            schedule=Cron(limits.VERIFY_CRON, timezone="Europe/Amsterdam")),
     ]
 
 

@@ -115,3 +115,8 @@ TIMELINE_DETAIL_CHARS = 160
 #: A request still undecided this many seconds after receipt is flagged by the timeline (the
 #: dispatcher sweeps every DISPATCH_SWEEP_SECONDS; an hour leaves room for a large backlog).
 TIMELINE_DECIDED_WITHIN_SECONDS = 3600
+
+#: The scheduled verification of the record (flow verify-record): every night at this time
+#: (cron, Europe/Amsterdam), and how many of its problems the run's artifact lists.
+VERIFY_CRON = "30 3 * * *"
+VERIFY_ARTIFACT_PROBLEMS = 50

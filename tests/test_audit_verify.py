@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,11 +26,19 @@ from typing import Any
 
 import pytest
 from conftest import _postgres_engine, ledger_on
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlmodel import Session
 
 from flows.cli import main
 from flows.synthetic_history import History, write_history
+from flows.verification import ARTIFACT_KEY, BROKEN, VERIFIED, verify_record_flow
 from legal_bases.table import GroundTable, canonical_json, sha256
 from records.chain import event_hash
 from records.db import open_ledger
@@ -649,3 +658,71 @@ def test_the_command_says_broken_and_exits_1(cli_ledger: Ledger,
     assert [p["code"] for p in data["problems"]] == ["decision_mismatch"]
     assert data["problems"][0]["row_id"] == decision_id
     assert HEX64.match(data["head"]["hash"])
+
+
+# --- the nightly flow ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prefect(prefect_harness: None) -> None:
+    """The Prefect test server (tests/conftest.py)."""
+
+
+def published(flow_run_id: Any) -> tuple[str, list[Any]]:
+    """The verification artifact of a run, and the disclosure.record events emitted so far."""
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[ARTIFACT_KEY]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        events = client.read_events(filter=EventFilter(
+            any_resource=EventAnyResourceFilter(id=["disclosure.ledger"])), limit=50).events
+    return str(artifact.data), list(events)
+
+
+def wait_for_event(name: str, head_hash: str) -> Any:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=EventFilter(
+                event=EventNameFilter(name=[name]),
+                any_resource=EventAnyResourceFilter(id=["disclosure.ledger"])), limit=50).events
+        found = [e for e in events if e.payload.get("head_hash") == head_hash]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no {name} event for head {head_hash}")
+
+
+def test_the_nightly_flow_publishes_the_head_and_fails_on_a_broken_record(
+        cli_ledger: Ledger, prefect: None) -> None:
+    seq, digest = head_of(cli_ledger.engine)
+    state = verify_record_flow(return_state=True)
+    assert state.is_completed()
+    assert state.result() == {"ok": True, "breaks": 0, "warnings": 0, "head_seq": seq,
+                              "head_hash": digest, "events_checked": seq}
+    markdown, _ = published(state.state_details.flow_run_id)
+    assert "**Intact**: 0 problem(s)" in markdown
+    assert f"Chain head: seq {seq}, `{digest}`" in markdown
+    event = wait_for_event(VERIFIED, digest)
+    assert event.payload["events_checked"] == seq
+
+    engine = cli_ledger.engine
+    truth = next(t for t in cli_ledger.history.truths if t.released)
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("DROP TRIGGER decisions_no_update")
+        else:
+            connection.exec_driver_sql("ALTER TABLE decisions DISABLE TRIGGER USER")
+        decision_id = connection.execute(
+            select(DECISIONS.c.id).where(DECISIONS.c.request_id == truth.request_id)
+            .order_by(DECISIONS.c.sequence.desc()).limit(1)).scalar_one()
+        connection.execute(update(DECISIONS).where(DECISIONS.c.id == decision_id)
+                           .values(released=["gezondheid"]))
+    state = verify_record_flow(return_state=True)
+    assert state.is_failed()
+    markdown, _ = published(state.state_details.flow_run_id)
+    assert "**BROKEN**: 1 problem(s)" in markdown
+    assert f"| broken | decision_mismatch | decisions {decision_id}" in markdown
+    broken = wait_for_event(BROKEN, digest)
+    assert broken.payload["breaks"] == 1
+    for number in (s.number for t in cli_ledger.history.truths for s in t.subjects):
+        assert number not in markdown

@@ -17,6 +17,7 @@ from flows.deployments import (
     REPLAY,
     REPORT,
     REVIEW,
+    VERIFY,
     runner_deployments,
 )
 from legal_bases import limits
@@ -41,12 +42,12 @@ def test_every_entrypoint_in_prefect_yaml_imports_a_flow() -> None:
         spec.loader.exec_module(module)
         flow = getattr(module, attribute)
         names.add(f"{flow.name}/{deployment['name']}")
-    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT}
+    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT, VERIFY}
 
 
 def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
     served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
-    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT}
+    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT, VERIFY}
     assert {d.name for d in served.values()} == {DEPLOYMENT}
     intervals = {d["entrypoint"]: d.get("schedules", [{}])[0].get("interval")
                  for d in prefect_yaml()["deployments"]}  # type: ignore[attr-defined]
@@ -57,6 +58,7 @@ def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
         "flows/notify.py:notify_escalation": None,
         "flows/replay.py:replay_decisions": None,
         "flows/report.py:transparency_report": None,
+        "flows/verification.py:verify_record_flow": None,
     }
     notify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
                        if d["entrypoint"].startswith("flows/notify.py"))
@@ -64,6 +66,18 @@ def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
     (trigger,) = served[NOTIFY].triggers
     assert trigger.expect == {events.REVIEW_ESCALATED}
     served_intervals = {name: d.schedules[0].schedule.interval.total_seconds()
-                        for name, d in served.items() if d.schedules}
+                        for name, d in served.items()
+                        if d.schedules and hasattr(d.schedules[0].schedule, "interval")}
     assert served_intervals == {DISPATCHER: limits.DISPATCH_SWEEP_SECONDS,
                                 DROPOFF: limits.DROPOFF_SWEEP_SECONDS}
+
+
+def test_the_record_is_verified_every_night_at_the_time_in_the_limits() -> None:
+    served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
+    [schedule] = served[VERIFY].schedules
+    assert schedule.schedule.cron == limits.VERIFY_CRON
+    assert schedule.schedule.timezone == "Europe/Amsterdam"
+    verify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
+                       if d["entrypoint"].startswith("flows/verification.py"))
+    assert verify_yaml["schedules"] == [{"cron": limits.VERIFY_CRON,
+                                         "timezone": "Europe/Amsterdam"}]
