@@ -53,12 +53,17 @@ def nudge_dispatcher(key: str | None = None) -> str | None:
     return str(getattr(run, "id", "")) or None
 
 
+def review_run_key(request_id: str) -> str:
+    """The idempotency key of a request's review run: one review run per request."""
+    return f"review-{request_id}"
+
+
 def start_review(request_id: str) -> str | None:
     """Start the review run of one request (once: the request id is the idempotency key);
     returns the run's id, or None if the review deployment is not there."""
     try:
         run = run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
-                             as_subflow=False, idempotency_key=f"review-{request_id}",
+                             as_subflow=False, idempotency_key=review_run_key(request_id),
                              tags=["review"])
     except ObjectNotFound:
         get_logger("review").warning("review_not_deployed", request_id=request_id)

@@ -67,7 +67,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from flows.deployments import REVIEW
+from flows.deployments import REVIEW, review_run_key
 from flows.local_prefect import command_api_url
 from flows.logs import mask_identifiers
 from flows.steps import REVIEW_RUN_STARTED
@@ -80,8 +80,6 @@ from records.reviews import ReviewAnswerRow, answers_for
 from records.settings import load_settings
 from records.vocabulary import EventKind
 
-#: The review run of a request is started with this idempotency key (flows.deployments).
-REVIEW_KEY = "review-{request_id}"
 REVIEW_FLOW = REVIEW.split("/")[0]
 _RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
 _FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
@@ -320,7 +318,7 @@ def read_prefect(api_url: str, run_ids: Sequence[str], request_id: str) -> Prefe
             runs = {run_id: _read_run(client, run_id, request_id, flows) for run_id in run_ids}
             found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 idempotency_key=FlowRunFilterIdempotencyKey(
-                    any_=[REVIEW_KEY.format(request_id=request_id)])))
+                    any_=[review_run_key(request_id)])))
             review_runs = [str(run.id) for run in found]
             for run_id in review_runs:
                 if run_id not in runs:
