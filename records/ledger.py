@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -86,6 +86,17 @@ def body_hash(raw_body: str) -> str:
 def received_on(received_at: datetime) -> date:
     """The calendar day in the Netherlands of ``received_at`` (the day of receipt in law)."""
     return utc(received_at, name="received_at").astimezone(RECEIPT_TIMEZONE).date()
+
+
+def local_midnight(day: date) -> datetime:
+    """The start of ``day`` in the Netherlands, in UTC (midnight is never skipped by DST there)."""
+    return datetime.combine(day, time(), tzinfo=RECEIPT_TIMEZONE).astimezone(UTC)
+
+
+def local_days(first: date, last: date) -> tuple[datetime, datetime]:
+    """The instants (UTC) from the start of day ``first`` up to, not including, the start of the
+    day after ``last``, days as calendared in the Netherlands (audit periods)."""
+    return local_midnight(first), local_midnight(last + timedelta(days=1))
 
 
 def record_submission(*, session: Session, partner_id: str, requester_body: Body | str,

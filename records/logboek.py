@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, select
@@ -49,7 +49,7 @@ from legal_bases.limits import (
 )
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import SubjectIdType
-from records.ledger import RECEIPT_TIMEZONE
+from records.ledger import local_days
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestSubject
 
 _DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]
@@ -68,14 +68,6 @@ SUBJECT_ID_TYPES = {SubjectIdType.BSN.value: "BSN",
                     SubjectIdType.ONDERWIJSNUMMER.value: "onderwijsnummer"}
 CONFIDENTIAL = "Vertrouwelijk"
 NORMAL = "Normaal"
-
-
-def period_bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    """The UTC instants from the start of day ``start`` up to (not including) the day after
-    ``end``, days as calendared in the Netherlands."""
-    lo = datetime.combine(start, time(0), tzinfo=RECEIPT_TIMEZONE)
-    hi = datetime.combine(end + timedelta(days=1), time(0), tzinfo=RECEIPT_TIMEZONE)
-    return lo.astimezone(UTC), hi.astimezone(UTC)
 
 
 def trace_id_for(request_id: str, correlation_id: str | None) -> str:
@@ -119,7 +111,7 @@ def logboek_records(*, session: Session, start: date, end: date, table: GroundTa
     checked before the first record, so an export never stops half-way for it. Streams: the
     deliveries come from the ledger :data:`LOGBOEK_FETCH_ROWS` at a time.
     """
-    lo, hi = period_bounds(start, end)
+    lo, hi = local_days(start, end)
     in_period = (_DELIVERIES.c.delivered_at >= lo) & (_DELIVERIES.c.delivered_at < hi)
     accountability.check_covers(table)
     grounds = session.execute(

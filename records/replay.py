@@ -33,7 +33,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, TypeAlias
 
@@ -58,7 +58,12 @@ from legal_bases.vocabulary import (
 )
 from records.db import read_only
 from records.errors import SnapshotMissingError
-from records.ledger import ENGINE, RECEIPT_TIMEZONE, load_table_snapshot, received_on
+from records.ledger import (
+    ENGINE,
+    load_table_snapshot,
+    local_days,
+    received_on,
+)
 from records.models import DecisionRow, RequestRow
 from records.reviews import ReviewAnswerRow
 
@@ -363,19 +368,11 @@ def replay_request(engine: Engine, request_id: str, *,
         return next(_replay_batch(session, rows, _Tables(session), against))
 
 
-def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
-    """The instants (UTC) from the start of day ``first`` up to, not including, the start of the
-    day after ``last``, as days of receipt in the Netherlands."""
-    start = datetime.combine(first, time.min, tzinfo=RECEIPT_TIMEZONE)
-    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=RECEIPT_TIMEZONE)
-    return start.astimezone(UTC), end.astimezone(UTC)
-
-
 def replay_period(engine: Engine, *, first: date, last: date, against: GroundTable | None = None,
                   batch_size: int = limits.REPLAY_BATCH_SIZE) -> Iterator[Replay]:
     """Replay every request received from day ``first`` through day ``last`` (inclusive, days of
     receipt in the Netherlands), in order of receipt, ``batch_size`` requests per query."""
-    start, end = day_bounds(first, last)
+    start, end = local_days(first, last)
     with read_only_session(engine) as session:
         ids = [row.id for row in session.execute(
             select(_REQUESTS.c.id, _REQUESTS.c.received_at)

@@ -39,7 +39,7 @@ import statistics
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -60,7 +60,7 @@ from sqlalchemy.orm import Session
 from legal_bases.errors import DisclosureError
 from legal_bases.limits import REPORT_DAYS_DECIMALS, REPORT_FETCH_ROWS
 from legal_bases.vocabulary import Body, Category, Outcome
-from records.ledger import RECEIPT_TIMEZONE
+from records.ledger import local_midnight
 from records.models import DecisionRow, RequestRow, RequestSubject
 from records.timestamps import utc
 
@@ -137,11 +137,6 @@ class Period:
             return tuple(parse_period(f"{year}-Q{q}") for q in range(1, 5))
         return tuple(parse_period(f"{year}-{m:02d}")
                      for m in range(self.first.month, self.last.month + 1))
-
-
-def local_midnight(day: date) -> datetime:
-    """The start of ``day`` in the Netherlands, in UTC (midnight is never skipped by DST there)."""
-    return datetime.combine(day, time(), tzinfo=RECEIPT_TIMEZONE).astimezone(UTC)
 
 
 def parse_period(text: str) -> Period:
