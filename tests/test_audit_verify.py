@@ -630,10 +630,11 @@ def test_a_malformed_anchor_is_a_usage_error(capsys: pytest.CaptureFixture[str],
     assert "SEQ:HASH" in capsys.readouterr().err
 
 
-def test_the_command_says_broken_and_exits_1(cli_ledger: Ledger,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    engine = cli_ledger.engine
-    truth = next(t for t in cli_ledger.history.truths if t.released)
+def widen_a_decision_for_good(ledger: Ledger) -> str:
+    """Commit what an attacker with rights on the database does: switch off the guard on
+    ``decisions`` and widen a releasing decision to a special category; returns its id."""
+    engine = ledger.engine
+    truth = next(t for t in ledger.history.truths if t.released)
     with engine.begin() as connection:
         if engine.dialect.name == "sqlite":
             connection.exec_driver_sql("DROP TRIGGER decisions_no_update")
@@ -644,6 +645,12 @@ def test_the_command_says_broken_and_exits_1(cli_ledger: Ledger,
             .order_by(DECISIONS.c.sequence.desc()).limit(1)).scalar_one()
         connection.execute(update(DECISIONS).where(DECISIONS.c.id == decision_id)
                            .values(released=["gezondheid"]))
+    return str(decision_id)
+
+
+def test_the_command_says_broken_and_exits_1(cli_ledger: Ledger,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    decision_id = widen_a_decision_for_good(cli_ledger)
     code, out = run(capsys)
     assert code == 1
     assert "Record BROKEN: 1 problem(s); the hash chain itself is unbroken." in out
@@ -705,18 +712,7 @@ def test_the_nightly_flow_publishes_the_head_and_fails_on_a_broken_record(
     event = wait_for_event(VERIFIED, digest)
     assert event.payload["events_checked"] == seq
 
-    engine = cli_ledger.engine
-    truth = next(t for t in cli_ledger.history.truths if t.released)
-    with engine.begin() as connection:
-        if engine.dialect.name == "sqlite":
-            connection.exec_driver_sql("DROP TRIGGER decisions_no_update")
-        else:
-            connection.exec_driver_sql("ALTER TABLE decisions DISABLE TRIGGER USER")
-        decision_id = connection.execute(
-            select(DECISIONS.c.id).where(DECISIONS.c.request_id == truth.request_id)
-            .order_by(DECISIONS.c.sequence.desc()).limit(1)).scalar_one()
-        connection.execute(update(DECISIONS).where(DECISIONS.c.id == decision_id)
-                           .values(released=["gezondheid"]))
+    decision_id = widen_a_decision_for_good(cli_ledger)
     state = verify_record_flow(return_state=True)
     assert state.is_failed()
     markdown, _ = published(state.state_details.flow_run_id)
