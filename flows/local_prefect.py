@@ -51,11 +51,16 @@ class PrefectUnreachableError(DisclosureError):
     """Raised when a command needs a Prefect server and none answers."""
 
 
+def local_api_url(port: int) -> str:
+    """The API address of the local Prefect server on ``port`` (the one ``up`` starts)."""
+    return f"http://127.0.0.1:{port}/api"
+
+
 def command_api_url(port: int) -> str:
     """The Prefect API a command talks to: ``PREFECT_API_URL``, else the local server that
     ``disclosure up`` starts on ``port`` (``DISCLOSURE_PREFECT_PORT``)."""
     configured = PREFECT_API_URL.value()
-    return str(configured) if configured else f"http://127.0.0.1:{port}/api"
+    return str(configured) if configured else local_api_url(port)
 
 
 def answering_api_url(port: int, *, needed_for: str) -> str:
@@ -101,7 +106,7 @@ def local_server(*, port: int, home: Path, log_dir: Path) -> Iterator[str]:
 
     A server already answering on that port (an earlier ``up`` still running) is used as it is.
     """
-    api_url = f"http://127.0.0.1:{port}/api"
+    api_url = local_api_url(port)
     if healthy(api_url):
         yield api_url
         return
