@@ -132,10 +132,10 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
         existing = _accepted(session, partner_id, request.reference)
         if existing is not None:
             return _repeat_or_conflict(existing, digest, partner_id)
-    row = _request_row(partner_id=partner_id, body=body, channel=via, raw_body=raw_body,
-                       data=data if is_json else None, digest=digest, parsed=parsed,
-                       received_at=received_at, correlation_id=correlation_id)
-    row.intake_key = intake_key
+    row = RequestRow(**request_values(
+        partner_id=partner_id, body=body, channel=via, raw_body=raw_body,
+        data=data if is_json else None, digest=digest, parsed=parsed, received_at=received_at,
+        correlation_id=correlation_id) | {"intake_key": intake_key})
     try:
         with session.begin_nested():
             session.add(row)
@@ -191,25 +191,28 @@ def _short_str(data: Any, key: str, limit: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
-def _request_row(*, partner_id: str, body: Body, channel: Channel, raw_body: str, data: Any,
-                 digest: str, parsed: DisclosureRequest | InvalidRequest, received_at: datetime,
-                 correlation_id: str | None) -> RequestRow:
-    common: dict[str, Any] = {
+def request_values(*, partner_id: str, body: Body, channel: Channel, raw_body: str, data: Any,
+                   digest: str, parsed: DisclosureRequest | InvalidRequest,
+                   received_at: datetime, correlation_id: str | None) -> dict[str, Any]:
+    """The values of a submission's ``requests`` row (a new id; every column named, so that a
+    batch of them inserts as one statement)."""
+    values: dict[str, Any] = {
         "id": str(uuid.uuid4()), "partner_id": partner_id, "requester_body": body.value,
         "channel": channel.value, "received_at": received_at, "raw_body": raw_body,
-        "body_hash": digest, "correlation_id": correlation_id,
-    }
+        "body_hash": digest, "correlation_id": correlation_id, "intake_key": None}
     if isinstance(parsed, DisclosureRequest):
-        return RequestRow(**common, reference=parsed.reference, valid=True, validation_errors=[],
-                          legal_basis=parsed.legal_basis, purpose=parsed.purpose.value,
-                          reference_date=parsed.reference_date, due_date=parsed.due_date,
-                          subject_count=len(parsed.subjects))
+        return values | {
+            "reference": parsed.reference, "valid": True, "validation_errors": [],
+            "legal_basis": parsed.legal_basis, "purpose": parsed.purpose.value,
+            "reference_date": parsed.reference_date, "due_date": parsed.due_date,
+            "subject_count": len(parsed.subjects)}
     # What an invalid submission claimed, where it fits; the raw body keeps all of it.
     legal_basis = parsed.legal_basis if parsed.legal_basis and len(
         parsed.legal_basis) <= SLUG_LENGTH else None
-    return RequestRow(**common, reference=_short_str(data, "reference", REFERENCE_LENGTH),
-                      valid=False, validation_errors=[e.to_dict() for e in parsed.errors],
-                      legal_basis=legal_basis)
+    return values | {
+        "reference": _short_str(data, "reference", REFERENCE_LENGTH), "valid": False,
+        "validation_errors": [e.to_dict() for e in parsed.errors], "legal_basis": legal_basis,
+        "purpose": None, "reference_date": None, "due_date": None, "subject_count": None}
 
 
 def _record_subjects(session: Session, request_id: str, request: DisclosureRequest | None,

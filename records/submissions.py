@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import types
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,10 +30,8 @@ from legal_bases.vocabulary import Body
 from records import chain
 from records.api_keys import revoked_among
 from records.chain import NewEvent
-from records.ledger import submission_event
+from records.ledger import request_values, submission_event
 from records.models import (
-    REFERENCE_LENGTH,
-    SLUG_LENGTH,
     RequestRow,
     RequestStatus,
     RequestSubject,
@@ -175,34 +172,6 @@ def _conflict(parsed: DisclosureRequest, existing_id: str) -> InvalidRequest:
                                       "body"),), parsed.legal_basis)
 
 
-def _short_str(data: Any, key: str, limit: int) -> str | None:
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= limit else None
-
-
-def _row_values(item: Submission, data: Any, digest: str,
-                parsed: DisclosureRequest | InvalidRequest) -> dict[str, Any]:
-    """The ``requests`` row of a submission: the values ``record_submission`` stores."""
-    values: dict[str, Any] = {
-        "id": str(uuid.uuid4()), "partner_id": item.partner_id,
-        "requester_body": item.requester_body.value, "channel": item.channel.value,
-        "received_at": utc(item.received_at, name="received_at"), "raw_body": item.raw_body,
-        "body_hash": digest, "correlation_id": item.correlation_id, "intake_key": None}
-    if isinstance(parsed, DisclosureRequest):
-        return values | {
-            "reference": parsed.reference, "valid": True, "validation_errors": [],
-            "legal_basis": parsed.legal_basis, "purpose": parsed.purpose.value,
-            "reference_date": parsed.reference_date, "due_date": parsed.due_date,
-            "subject_count": len(parsed.subjects)}
-    # What an invalid submission claimed, where it fits; the raw body keeps all of it.
-    legal_basis = parsed.legal_basis if parsed.legal_basis and len(
-        parsed.legal_basis) <= SLUG_LENGTH else None
-    return values | {
-        "reference": _short_str(data, "reference", REFERENCE_LENGTH), "valid": False,
-        "validation_errors": [e.to_dict() for e in parsed.errors], "legal_basis": legal_basis,
-        "purpose": None, "reference_date": None, "due_date": None, "subject_count": None}
-
-
 def _record(session: Session, submissions: Sequence[Submission],
             pseudonymizer: Pseudonymizer) -> list[Recorded]:
     revoked = revoked_among(session=session,
@@ -232,7 +201,11 @@ def _record(session: Session, submissions: Sequence[Submission],
                 parsed = _conflict(parsed, seen[0])
             else:
                 recording = Recording.ACCEPTED
-        values = _row_values(item, data, digest, parsed)
+        values = request_values(
+            partner_id=item.partner_id, body=item.requester_body, channel=item.channel,
+            raw_body=item.raw_body, data=data, digest=digest, parsed=parsed,
+            received_at=utc(item.received_at, name="received_at"),
+            correlation_id=item.correlation_id)
         request_id = values["id"]
         request = parsed if isinstance(parsed, DisclosureRequest) else None
         state = RequestState.RECEIVED if request is not None else RequestState.INVALID
