@@ -20,7 +20,7 @@ requests; an invalid one's raw body is kept, but nothing indexes who it named.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -35,7 +35,7 @@ from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Outcome
 from records import chain
 from records.chain import NewEvent
-from records.ledger import ENGINE, load_table_snapshot, requests_by_pseudonym
+from records.ledger import ENGINE, in_chunks, load_table_snapshot, requests_by_pseudonym
 from records.models import DecisionRow, DeliveryRow, RequestStatus, RequestSubject
 from records.timestamps import utc
 from records.vocabulary import EventKind
@@ -167,16 +167,11 @@ def record_inzage(*, session: Session, pseudonyms: Sequence[str], counts: dict[s
     return event.seq
 
 
-def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(ids), AUDIT_IN_CHUNK):
-        yield ids[start:start + AUDIT_IN_CHUNK]
-
-
 def _id_types(session: Session, ids: Sequence[str],
               pseudonyms: Sequence[str]) -> dict[str, tuple[str, ...]]:
     found: dict[str, set[str]] = {}
     wanted = list(dict.fromkeys(pseudonyms))
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids, AUDIT_IN_CHUNK):
         for row in session.execute(
                 select(_SUBJECTS.c.request_id, _SUBJECTS.c.id_type)
                 .where(_SUBJECTS.c.request_id.in_(chunk), _SUBJECTS.c.pseudonym.in_(wanted))):
@@ -196,7 +191,7 @@ class _Pinned:
 def _decisions_in_force(session: Session,
                         ids: Sequence[str]) -> dict[str, tuple[DecisionFact, _Pinned | None]]:
     latest: dict[str, tuple[DecisionFact, _Pinned | None]] = {}
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids, AUDIT_IN_CHUNK):
         for row in session.execute(select(_DECISIONS).where(_DECISIONS.c.request_id.in_(chunk))):
             held = latest.get(row.request_id)
             if held is not None and held[0].sequence >= row.sequence:
@@ -240,7 +235,7 @@ class _GroundTexts:
 
 def _deliveries(session: Session, ids: Sequence[str]) -> dict[str, tuple[DeliveryFact, ...]]:
     found: dict[str, list[DeliveryFact]] = {}
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids, AUDIT_IN_CHUNK):
         for row in session.execute(
                 select(_DELIVERIES.c.id, _DELIVERIES.c.request_id, _DELIVERIES.c.decision_id,
                        _DELIVERIES.c.delivered_at, _DELIVERIES.c.status)
@@ -254,7 +249,7 @@ def _deliveries(session: Session, ids: Sequence[str]) -> dict[str, tuple[Deliver
 
 def _states(session: Session, ids: Sequence[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids, AUDIT_IN_CHUNK):
         for row in session.execute(select(_STATUS.c.request_id, _STATUS.c.state)
                                    .where(_STATUS.c.request_id.in_(chunk))):
             found[row.request_id] = row.state

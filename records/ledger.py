@@ -388,15 +388,16 @@ def record_decisions(*, session: Session, table: GroundTable,
     return rows
 
 
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), _IN_CHUNK):
-        yield values[start:start + _IN_CHUNK]
+def in_chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterable[Sequence[str]]:
+    """``values`` in slices of ``size``, each one ``IN (...)`` list of a query."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def _request_dates(session: Session,
                    request_ids: Sequence[str]) -> dict[str, tuple[datetime, date | None]]:
     out: dict[str, tuple[datetime, date | None]] = {}
-    for chunk in _chunks(request_ids):
+    for chunk in in_chunks(request_ids):
         for row in session.execute(
                 select(_REQUESTS.c.id, _REQUESTS.c.received_at, _REQUESTS.c.due_date)
                 .where(_REQUESTS.c.id.in_(chunk))):
@@ -406,7 +407,7 @@ def _request_dates(session: Session,
 
 def _latest_decisions(session: Session, request_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
-    for chunk in _chunks(request_ids):
+    for chunk in in_chunks(request_ids):
         for row in session.execute(
                 select(_DECISIONS.c.request_id, _DECISIONS.c.sequence, _DECISIONS.c.id)
                 .where(_DECISIONS.c.request_id.in_(chunk))):

@@ -49,7 +49,7 @@ from legal_bases.limits import (
 )
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import SubjectIdType
-from records.ledger import local_days
+from records.ledger import in_chunks, local_days
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestSubject
 
 _DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]
@@ -142,8 +142,7 @@ def logboek_records(*, session: Session, start: date, end: date, table: GroundTa
 def _subjects(session: Session,
               request_ids: Sequence[str]) -> dict[str, list[tuple[int, str, str]]]:
     found: dict[str, list[tuple[int, str, str]]] = {}
-    for first in range(0, len(request_ids), AUDIT_IN_CHUNK):
-        chunk = request_ids[first:first + AUDIT_IN_CHUNK]
+    for chunk in in_chunks(request_ids, AUDIT_IN_CHUNK):
         for row in session.execute(
                 select(_SUBJECTS.c.request_id, _SUBJECTS.c.position, _SUBJECTS.c.id_type,
                        _SUBJECTS.c.pseudonym)
