@@ -225,9 +225,14 @@ class FileDrop(Destination):
         return ReceiptStatus.DELIVERED
 
     def _repeat(self, target: Path, key: str, digest: str) -> ReceiptStatus:
-        existing = hashlib.sha256(target.read_bytes()).hexdigest()
+        held = target.read_bytes()
+        existing = hashlib.sha256(held).hexdigest()
         if existing != digest:
-            raise IdempotencyConflictError(key, str(target))
+            delivered_at = datetime.fromtimestamp(target.stat().st_mtime, UTC)
+            raise IdempotencyConflictError(key, str(target), existing=Receipt(
+                kind=self.kind, location=str(target), idempotency_key=key, sha256=existing,
+                size=len(held), status=ReceiptStatus.REPEAT, delivered_at=delivered_at,
+                detail={"partner_id": self.partner_id, "document_differs": True}))
         return ReceiptStatus.REPEAT
 
 

@@ -7,8 +7,12 @@ counts, kinds and status codes only, so they can be logged and shown as they are
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from legal_bases.errors import DisclosureError, Problem
+
+if TYPE_CHECKING:
+    from connectors.destinations import Receipt
 
 
 class ConnectorError(DisclosureError):
@@ -82,11 +86,17 @@ class InvalidDocumentError(DeliveryError):
 
 
 class IdempotencyConflictError(DeliveryError):
-    """Raised when an idempotency key was already used to deliver a different document."""
+    """Raised when an idempotency key was already used to deliver a different document.
 
-    def __init__(self, idempotency_key: str, location: str) -> None:
+    ``existing`` is the receipt of what the destination holds under the key, where it can tell
+    (a file drop): the delivery that happened under that key.
+    """
+
+    def __init__(self, idempotency_key: str, location: str, *,
+                 existing: Receipt | None = None) -> None:
         self.idempotency_key = idempotency_key
         self.location = location
+        self.existing = existing
         super().__init__(f"idempotency key {idempotency_key!r} was already used for a different "
                          f"document at {location}; the delivered document was left as it was")
 

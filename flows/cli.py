@@ -22,7 +22,7 @@ from flows.logs import configure_logging, get_logger
 from legal_bases.assessment import assess
 from legal_bases.errors import DisclosureError, TableError
 from legal_bases.ground import Ground, GroundVersion
-from legal_bases.request import read_request
+from legal_bases.request import read_json, read_request
 from legal_bases.table import DEFAULT_GROUNDS_DIR, GroundTable, load_table
 from legal_bases.vocabulary import Body, slugs
 
@@ -57,14 +57,15 @@ def cmd_decide(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise UsageError(f"{source} is not UTF-8 text") from exc
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{source} is not JSON: {exc.msg} at line {exc.lineno} column "
-                         f"{exc.colno}") from exc
+    raw, refused = read_json(text)
+    if refused is not None and refused.errors[0].code in {"bad_json", "too_deep"}:
+        raise UsageError(f"{source} is {refused.errors[0].message}"
+                         if refused.errors[0].code == "bad_json"
+                         else f"{source}: {refused.errors[0].message}")
     table = _table(args.grounds)
     received_on = args.received_on or _today()
-    decision = assess(read_request(raw, received_on=received_on), Body(args.body), table)
+    request = refused or read_request(raw, received_on=received_on)
+    decision = assess(request, Body(args.body), table)
     get_logger("cli").info("request_decided", outcome=decision.outcome.value,
                            ground_version=decision.ground_version, reasons=decision.reason_codes)
     print(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))

@@ -35,7 +35,7 @@ def process_requests(max_batches: int = 100,
     structlog.contextvars.bind_contextvars(flow_run_id=run_id)
     runtime()  # configure logging and open the ledger before the first task
     totals = {"claimed": 0, "to_deliver": 0, "to_review": 0, "rejected": 0, "reviews_started": 0,
-              "delivered": 0, "failed": 0, "escalated": escalate_reviews(run_id),
+              "delivered": 0, "failed": 0, "set_aside": 0, "escalated": escalate_reviews(run_id),
               "reviews_restarted": start_missing_reviews(run_id)}
     # Claims are held until the run ends: a request whose delivery failed (and stays decided)
     # waits for the next sweep instead of being claimed again by this run's next batch.
@@ -49,10 +49,12 @@ def process_requests(max_batches: int = 100,
             decided = decide_batch(claimed, run_id)
             totals["reviews_started"] += start_reviews(decided["review"], run_id)
             delivery = deliver_batch(decided["deliver"], run_id)
+            totals["reviews_started"] += start_reviews(delivery["to_review"], run_id)
             totals["claimed"] += len(claimed)
             totals["to_deliver"] += len(decided["deliver"])
-            totals["to_review"] += len(decided["review"])
+            totals["to_review"] += len(decided["review"]) + len(delivery["to_review"])
             totals["rejected"] += len(decided["rejected"])
+            totals["set_aside"] += len(decided["set_aside"]) + len(delivery["set_aside"])
             totals["delivered"] += delivery["delivered"]
             totals["failed"] += delivery["failed_transient"] + delivery["failed_permanent"]
     finally:

@@ -15,6 +15,9 @@ REVIEW_NEEDED = "disclosure.review.needed"
 REVIEW_DECIDED = "disclosure.review.decided"
 REVIEW_OVERDUE = "disclosure.review.overdue"
 REVIEW_ESCALATED = "disclosure.review.escalated"
+#: a request the pipeline set aside (``failed``): a value it cannot record, a release the gate
+#: refused; an operator must look (the ledger's ``request_set_aside`` event says why)
+REQUEST_SET_ASIDE = "disclosure.request.set_aside"
 
 
 def emit(event: str, request_id: str, **payload: Any) -> None:

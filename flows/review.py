@@ -42,6 +42,7 @@ from legal_bases.review import (
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger, ReviewVerdict
 from records.ledger import (
+    ENGINE,
     decisions_for,
     get_request,
     received_on,
@@ -125,16 +126,19 @@ def load_review(rt: Runtime, request_id: str) -> Review | None:
         status = status_of(session=session, request_id=request_id)
         decisions = decisions_for(session=session, request_id=request_id)
         answers = answers_for(session=session, request_id=request_id)
-    if request is None or status is None or not decisions:
+    # The engine's latest decision is what a review answers: its first, or a later one that
+    # sent the request back to review (a subject shielded after a reviewer's decision).
+    engine_rows = [d for d in decisions if d.decided_by == ENGINE]
+    if request is None or status is None or not engine_rows:
         return None
-    engine_row = decisions[0]
+    engine_row = engine_rows[-1]
     if engine_row.outcome != Outcome.NEEDS_REVIEW.value:
         return None
     table = steps.table_of(rt, engine_row)
     parsed, engine = engine_decision(rt, request, engine_row, table)
     version = table.version(engine_row.ground_version or "")
     return Review(request, status.state, parsed, engine, engine_row, version, table, answers,
-                  reviewed=len(decisions) > 1)
+                  reviewed=any(d.sequence > engine_row.sequence for d in decisions))
 
 
 def _form(rt: Runtime, review: Review) -> tuple[type[Any], str]:
@@ -228,7 +232,9 @@ def review_request(request_id: str) -> str:
             return "nothing_to_review"
         if review.reviewed or review.state not in WAITING:
             if review.state == RequestState.DECIDED.value:
-                deliver_batch([request_id], run_id)
+                delivery = deliver_batch([request_id], run_id)
+                if delivery["to_review"]:
+                    continue  # a subject was shielded since the review: it is reviewed again
             with Session(rt.ledger) as session:
                 status = status_of(session=session, request_id=request_id)
             return status.state if status else "unknown"

@@ -11,17 +11,19 @@ from sqlmodel import Session
 
 from flows import steps
 from flows.runtime import runtime
+from legal_bases import limits
 from records.db import open_ledger
 from records.reviews import ROLES, enroll_reviewer, remove_reviewer, reviewers
 from records.settings import load_settings
 from records.totp import SecretSeal, provisioning_uri
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ID = re.compile(rf"^[a-z0-9][a-z0-9._-]{{0,{limits.MAX_REVIEWER_ID_LENGTH - 1}}}$")
 
 
 def cmd_reviewers_add(args: argparse.Namespace) -> int:
     if not _ID.match(args.id):
-        print("disclosure: a reviewer id is 1-64 of a-z 0-9 . _ - (a letter or digit first)")
+        print(f"disclosure: a reviewer id is 1-{limits.MAX_REVIEWER_ID_LENGTH} of a-z 0-9 . _ - "
+              "(a letter or digit first)")
         return 2
     settings = load_settings()
     engine = open_ledger(settings)

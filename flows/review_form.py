@@ -52,7 +52,7 @@ def review_form(proposal: tuple[Category, ...]) -> type[RunInput]:
             description="Why this decision: the facts and the weighing. Never write a BSN or "
                         "another identifier here.", json_schema_extra={"position": 2})),
         "reviewer_id": (str, Field(
-            min_length=1, max_length=64, title="Your reviewer id",
+            min_length=1, max_length=limits.MAX_REVIEWER_ID_LENGTH, title="Your reviewer id",
             description="As enrolled with `disclosure reviewers add`.",
             json_schema_extra={"position": 3})),
         "code": (str, Field(

@@ -8,7 +8,6 @@ delivered again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -33,9 +32,10 @@ from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
 from legal_bases.errors import DisclosureError, FieldError
 from legal_bases.ground import GroundVersion
-from legal_bases.request import DisclosureRequest, InvalidRequest, read_request
+from legal_bases.request import DisclosureRequest, InvalidRequest, read_request_text
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger
+from records.db import read_only
 from records.deliveries import (
     DeliveryFailure,
     DeliveryItem,
@@ -44,20 +44,22 @@ from records.deliveries import (
     record_deliveries,
     record_delivery_failures,
 )
-from records.errors import ReferenceConflictError
+from records.errors import ReferenceConflictError, ReleaseRefusedError
 from records.ledger import (
+    ENGINE,
     DecisionItem,
+    SetAside,
     load_table_snapshot,
     received_on,
-    record_decisions,
+    record_decisions_apart,
+    record_set_aside,
     record_submission,
 )
 from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus
+from records.release import RELEASING, Release, check_releases, document_refusal
 from records.replay import parse_recorded
 from records.reviews import has_event, record_review_event
 from records.vocabulary import Channel, RequestState
-
-_RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
 
 
 def chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
@@ -74,11 +76,12 @@ def parse_submission(row: RequestRow) -> DisclosureRequest | InvalidRequest:
 
 @dataclass(frozen=True)
 class Decided:
-    """Where a batch went: ids to deliver, to review, and rejected (ids only)."""
+    """Where a batch went: ids to deliver, to review, rejected, and set aside (ids only)."""
 
     deliver: list[str] = field(default_factory=list)
     review: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)
 
 
 def _requests_in(session: Session, ids: Sequence[str]) -> list[tuple[RequestRow, str]]:
@@ -95,30 +98,49 @@ def decide_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: str
                     ) -> Decided:
     """Validate, assess and record the decisions of the claimed requests not yet decided.
 
-    A decision that would release data about a shielded subject goes to review instead. The
-    decisions are on the record (hash-chained) before this returns: nothing is delivered
-    before its decision is written.
+    A submission recorded as invalid is rejected ``invalid_request`` with its recorded errors,
+    whatever its text reads as (:func:`parse_submission`). A decision that would release data
+    about a shielded subject goes to review instead. No request can stop the others: one that
+    cannot be assessed or recorded is set aside (``failed``, with a ``request_set_aside`` event)
+    and the rest are decided. The decisions are on the record (hash-chained) before this
+    returns: nothing is delivered before its decision is written.
     """
     log = get_logger("dispatcher")
+    now = datetime.now(UTC)
     with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
         rows = _requests_in(session, request_ids)
         waiting = [row for row, state in rows
                    if state in (RequestState.RECEIVED.value, RequestState.INVALID.value)]
         already = [row.id for row, state in rows if state == RequestState.DECIDED.value]
-        parsed = {row.id: parse_submission(row) for row in waiting}
-        decisions = {row.id: assess(parsed[row.id], Body(row.requester_body), rt.table)
-                     for row in waiting}
+        parsed: dict[str, DisclosureRequest | InvalidRequest] = {}
+        decisions: dict[str, Decision] = {}
+        aside: list[SetAside] = []
+        for row in waiting:
+            try:
+                parsed[row.id] = parse_submission(row)
+                decisions[row.id] = assess(parsed[row.id], Body(row.requester_body), rt.table)
+            except Exception as exc:  # one submission must never stop the batch
+                aside.append(SetAside(request_id=row.id, step="decide", reason="not_assessable",
+                                      detail=f"it could not be read or assessed "
+                                             f"({type(exc).__name__})",
+                                      at=now, flow_run_id=flow_run_id))
         decisions = _send_shielded_to_review(rt, decisions, parsed)
-        now = datetime.now(UTC)
-        record_decisions(session=session, table=rt.table, items=[
+        record_set_aside(session=session, items=aside)
+        recorded, refused = record_decisions_apart(session=session, table=rt.table, items=[
             DecisionItem(request_id=rid, decision=d, decided_at=now, flow_run_id=flow_run_id)
-            for rid, d in decisions.items()])
+            for rid, d in decisions.items()], flow_run_id=flow_run_id)
+    outcomes = {row.request_id: row.outcome for row in recorded}
     outcome = Decided(
-        deliver=already + [rid for rid, d in decisions.items() if d.outcome.value in _RELEASING],
-        review=[rid for rid, d in decisions.items() if d.outcome is Outcome.NEEDS_REVIEW],
-        rejected=[rid for rid, d in decisions.items() if d.outcome is Outcome.REJECTED])
-    log.info("batch_decided", decided=len(decisions), to_deliver=len(outcome.deliver),
-             to_review=len(outcome.review), rejected=len(outcome.rejected))
+        deliver=already + [rid for rid, o in outcomes.items() if o in RELEASING],
+        review=[rid for rid, o in outcomes.items() if o == Outcome.NEEDS_REVIEW.value],
+        rejected=[rid for rid, o in outcomes.items() if o == Outcome.REJECTED.value],
+        set_aside=[a.request_id for a in aside + refused])
+    log.info("batch_decided", decided=len(outcomes), to_deliver=len(outcome.deliver),
+             to_review=len(outcome.review), rejected=len(outcome.rejected),
+             set_aside=len(outcome.set_aside))
+    for item in aside + refused:
+        log.warning("request_set_aside", request_id=item.request_id, step=item.step,
+                    reason=item.reason)
     return outcome
 
 
@@ -126,8 +148,8 @@ def _send_shielded_to_review(rt: Runtime, decisions: dict[str, Decision],
                              parsed: dict[str, DisclosureRequest | InvalidRequest],
                              ) -> dict[str, Decision]:
     releasing = {rid: request for rid, request in parsed.items()
-                 if isinstance(request, DisclosureRequest)
-                 and decisions[rid].outcome.value in _RELEASING}
+                 if isinstance(request, DisclosureRequest) and rid in decisions
+                 and decisions[rid].outcome.value in RELEASING}
     subjects = list(dict.fromkeys(s for r in releasing.values() for s in r.subjects))
     if not subjects:
         return decisions
@@ -143,7 +165,8 @@ def _send_shielded_to_review(rt: Runtime, decisions: dict[str, Decision],
 
 @dataclass
 class Delivered:
-    """What a delivery step did (counts only)."""
+    """What a delivery step did: counts, the ids of requests it sent (back) to review because a
+    subject is shielded now, and of those it set aside (the gate refused the release)."""
 
     delivered: int = 0
     repeats: int = 0
@@ -152,28 +175,43 @@ class Delivered:
     failed_permanent: int = 0
     records: int = 0
     not_found: int = 0
+    to_review: list[str] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)
 
     def add(self, other: Delivered) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def _deliverable(rt: Runtime, ids: Sequence[str]) -> tuple[list[tuple[RequestRow, DecisionRow]],
-                                                            int]:
+@dataclass(frozen=True)
+class _Pending:
+    """A decided request to deliver: its row, the decision in force, and the engine decision a
+    reviewer's decision answered (None for the engine's own decision)."""
+
+    request: RequestRow
+    decision: DecisionRow
+    reviewed: DecisionRow | None
+
+
+def _deliverable(rt: Runtime, ids: Sequence[str]) -> tuple[list[_Pending], int]:
     """The requests among ``ids`` whose latest decision releases data and is not delivered."""
     with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
         rows = [row for row, state in _requests_in(session, ids)
                 if state == RequestState.DECIDED.value]
+        by_id: dict[str, DecisionRow] = {}
         latest: dict[str, DecisionRow] = {}
         for chunk in chunks([r.id for r in rows], 500):
             for decision in session.execute(select(DecisionRow).where(
                     col(DecisionRow.request_id).in_(chunk))).scalars():
+                by_id[decision.id] = decision
                 held = latest.get(decision.request_id)
                 if held is None or decision.sequence > held.sequence:
                     latest[decision.request_id] = decision
         done = delivered(session=session, decision_ids=[d.id for d in latest.values()])
-        pending = [(row, latest[row.id]) for row in rows if row.id in latest
-                   and latest[row.id].outcome in _RELEASING and latest[row.id].id not in done]
+        pending = [_Pending(row, latest[row.id], by_id.get(latest[row.id].supersedes or "")
+                            if latest[row.id].decided_by != ENGINE else None)
+                   for row in rows if row.id in latest
+                   and latest[row.id].outcome in RELEASING and latest[row.id].id not in done]
     return pending, len(ids) - len(pending)
 
 
@@ -221,42 +259,117 @@ def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: st
                      ) -> Delivered:
     """Fetch the released categories and deliver each decided request once, receipt recorded.
 
-    A destination that refuses for good fails the request (an operator acts); any other
-    delivery failure leaves it decided, and the next sweep tries again. If the register is
-    unreachable the step raises (the task retries): nothing half-fetched goes out. The register
-    is read once per chunk and kind of release, not once per request.
+    Data leaves only through the gate (:mod:`records.release`): the request was accepted as
+    valid, the decision in force releases exactly what is sent, and its event is on the chain —
+    checked in the ledger before the register is read, and the document held against the
+    decision before it goes out; a release the gate refuses is set aside. A decision that would
+    release data about a subject shielded since (no reviewer weighed the shielding) goes back to
+    review instead. A destination that refuses for good fails the request (an operator acts);
+    any other delivery failure leaves it decided, and the next sweep tries again. If the
+    register is unreachable the step raises (the task retries): nothing half-fetched goes out.
+    The register is read once per chunk and kind of release, not once per request.
     """
     log = get_logger("delivery")
     pending, skipped = _deliverable(rt, request_ids)
     total = Delivered(skipped=skipped)
     for start in range(0, len(pending), limits.DELIVERY_RECORD_CHUNK):
-        chunk = pending[start:start + limits.DELIVERY_RECORD_CHUNK]
-        fetched = _fetch_chunk(rt, chunk)
-        part = Delivered()
-        items: list[DeliveryItem] = []
-        failures: list[DeliveryFailure] = []
-        for request, decision in chunk:
-            try:
-                item = _deliver_one(rt, request, decision, fetched[decision.id], flow_run_id)
-            except (DeliveryRejectedError, IdempotencyConflictError,
-                    IdentifiersInPseudonymisedFetchError, IdentifierLeakError) as exc:
-                failures.append(_failure(request, decision, exc, True, flow_run_id))
-                part.failed_permanent += 1
-            except DisclosureError as exc:
-                failures.append(_failure(request, decision, exc, False, flow_run_id))
-                part.failed_transient += 1
-            else:
-                items.append(item)
-                part.delivered += 1
-                part.repeats += item.receipt.get("status") == "repeat"
-                part.records += item.counts["records"]
-                part.not_found += item.counts["not_found"]
-        with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
-            record_deliveries(session=session, items=items)
-            record_delivery_failures(session=session, failures=failures)
+        part = _deliver_chunk(rt, pending[start:start + limits.DELIVERY_RECORD_CHUNK],
+                              flow_run_id)
         total.add(part)
-    log.info("batch_delivered", **vars(total))
+    counts = {k: v for k, v in vars(total).items() if not isinstance(v, list)}
+    log.info("batch_delivered", **counts, to_review=len(total.to_review),
+             set_aside=len(total.set_aside))
     return total
+
+
+def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | None,
+                   ) -> Delivered:
+    part = Delivered()
+    now = datetime.now(UTC)
+    allowed, aside = _through_gate(rt, chunk, flow_run_id=flow_run_id, at=now)
+    fetched = _fetch_chunk(rt, allowed)
+    items: list[DeliveryItem] = []
+    failures: list[DeliveryFailure] = []
+    again: list[_Pending] = []
+    for pending in allowed:
+        request, decision = pending.request, pending.decision
+        got = fetched[decision.id]
+        if isinstance(got, _Fetched) and got.result.shielded and _shielding_unweighed(pending):
+            again.append(pending)
+            continue
+        try:
+            item = _deliver_one(rt, request, decision, got, flow_run_id)
+        except (DeliveryRejectedError, IdempotencyConflictError,
+                IdentifiersInPseudonymisedFetchError, IdentifierLeakError) as exc:
+            failures.append(_failure(request, decision, exc, True, flow_run_id))
+            part.failed_permanent += 1
+        except ReleaseRefusedError as exc:
+            aside.append(SetAside(request_id=request.id, step="deliver", reason="release_refused",
+                                  detail=exc.code, at=now, flow_run_id=flow_run_id))
+        except DisclosureError as exc:
+            failures.append(_failure(request, decision, exc, False, flow_run_id))
+            part.failed_transient += 1
+        except Exception as exc:  # one request must never stop the others
+            failures.append(_failure(request, decision, exc, True, flow_run_id))
+            part.failed_permanent += 1
+        else:
+            items.append(item)
+            part.delivered += 1
+            part.repeats += item.receipt.get("status") == "repeat"
+            part.records += item.counts["records"]
+            part.not_found += item.counts["not_found"]
+    with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
+        record_deliveries(session=session, items=items)
+        record_delivery_failures(session=session, failures=failures)
+        record_set_aside(session=session, items=aside)
+        part.to_review = _back_to_review(rt, session, again, flow_run_id=flow_run_id, at=now)
+    part.set_aside = [item.request_id for item in aside]
+    for refused in aside:
+        get_logger("delivery").warning("request_set_aside", request_id=refused.request_id,
+                                       step=refused.step, reason=refused.reason,
+                                       detail=refused.detail)
+    return part
+
+
+def _through_gate(rt: Runtime, chunk: Sequence[_Pending], *, flow_run_id: str | None,
+                  at: datetime) -> tuple[list[_Pending], list[SetAside]]:
+    """The releases of ``chunk`` the gate lets through, and the others set aside."""
+    with Session(read_only(rt.ledger)) as session:
+        verdicts = check_releases(session=session, releases=[
+            Release(p.request.id, p.decision.id, tuple(p.decision.released)) for p in chunk])
+    refused = [SetAside(request_id=p.request.id, step="deliver", reason="release_refused",
+                        detail=str(verdicts[p.decision.id]), at=at, flow_run_id=flow_run_id)
+               for p in chunk if verdicts[p.decision.id] is not None]
+    return [p for p in chunk if verdicts[p.decision.id] is None], refused
+
+
+def _shielding_unweighed(pending: _Pending) -> bool:
+    """True unless a reviewer decided after a decision that named the shielded subject."""
+    if pending.reviewed is None:
+        return True
+    return ReviewTrigger.SHIELDED_SUBJECT.value not in {
+        t.get("code") for t in pending.reviewed.review_triggers}
+
+
+def _back_to_review(rt: Runtime, session: Session, again: Sequence[_Pending], *,
+                    flow_run_id: str | None, at: datetime) -> list[str]:
+    """Record, for each request whose subject is shielded now, a new engine decision that sends
+    it to review (the engine's assessment with the shielded-subject trigger); returns their ids."""
+    items_by_table: dict[str, tuple[GroundTable, list[DecisionItem]]] = {}
+    for pending in again:
+        table = table_of(rt, pending.decision)
+        parsed = parse_submission(pending.request)
+        decision = with_review_trigger(assess(parsed, Body(pending.request.requester_body),
+                                              table), ReviewTrigger.SHIELDED_SUBJECT)
+        items_by_table.setdefault(table.hash, (table, []))[1].append(DecisionItem(
+            request_id=pending.request.id, decision=decision, decided_at=at,
+            flow_run_id=flow_run_id, deadline=pending.decision.deadline))
+    sent: list[str] = []
+    for table, items in items_by_table.values():
+        recorded, _ = record_decisions_apart(session=session, table=table, items=items,
+                                             flow_run_id=flow_run_id)
+        sent += [row.request_id for row in recorded if row.outcome == Outcome.NEEDS_REVIEW.value]
+    return sent
 
 
 @dataclass(frozen=True)
@@ -265,24 +378,27 @@ class _Fetched:
     result: FetchResult
 
 
-def _fetch_chunk(rt: Runtime, chunk: Sequence[tuple[RequestRow, DecisionRow]],
-                 ) -> dict[str, _Fetched | DisclosureError]:
+def _fetch_chunk(rt: Runtime, chunk: Sequence[_Pending],
+                 ) -> dict[str, _Fetched | Exception]:
     """The register's records for each decision of a chunk, one fetch per kind of release.
 
     Decisions that release the same categories (to the same recipient, where the ground
     pseudonymises) share one fetch of all their subjects; each then gets its own subjects only.
     """
-    out: dict[str, _Fetched | DisclosureError] = {}
+    out: dict[str, _Fetched | Exception] = {}
     groups: dict[tuple[tuple[str, ...], str | None],
                  list[tuple[DecisionRow, DisclosureRequest, GroundVersion]]] = {}
-    for request, decision in chunk:
+    for pending in chunk:
+        request, decision = pending.request, pending.decision
         parsed = parse_submission(request)
         if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
-            out[decision.id] = DisclosureError(
-                f"request {request.id} was decided {decision.outcome} without a valid request "
-                "or ground version")
+            out[decision.id] = ReleaseRefusedError("request_invalid")
             continue
-        version = table_of(rt, decision).version(decision.ground_version)
+        try:
+            version = table_of(rt, decision).version(decision.ground_version)
+        except DisclosureError as exc:  # e.g. a snapshot missing: this request only
+            out[decision.id] = exc
+            continue
         key = (tuple(decision.released), request.partner_id if version.pseudonymise else None)
         groups.setdefault(key, []).append((decision, parsed, version))
     for (released, recipient), members in groups.items():
@@ -299,12 +415,14 @@ def _fetch_chunk(rt: Runtime, chunk: Sequence[tuple[RequestRow, DecisionRow]],
             continue
         by_subject = {_record_key(record): record for record in result.records}
         missing = set(result.not_found)
+        shielded = set(result.shielded)
         for decision, parsed, version in members:
             keys = [(s, code(s) if code else f"{s.id_type.value}:{s.number}")
                     for s in parsed.subjects]
             out[decision.id] = _Fetched(version, FetchResult(
                 records=[by_subject[k] for s, k in keys if s not in missing and k in by_subject],
-                not_found=[s for s in parsed.subjects if s in missing]))
+                not_found=[s for s in parsed.subjects if s in missing],
+                shielded=[s for s in parsed.subjects if s in shielded]))
     return out
 
 
@@ -317,17 +435,29 @@ def _record_key(record: dict[str, Any]) -> str:
 
 
 def _deliver_one(rt: Runtime, request: RequestRow, decision: DecisionRow,
-                 fetched: _Fetched | DisclosureError, flow_run_id: str | None) -> DeliveryItem:
-    if isinstance(fetched, DisclosureError):
+                 fetched: _Fetched | Exception, flow_run_id: str | None) -> DeliveryItem:
+    if isinstance(fetched, Exception):
         raise fetched
     document = delivery_document(request, decision, fetched.version, fetched.result)
-    receipt = rt.destination(request.partner_id).deliver(
-        idempotency_key=delivery_key(decision.id), document=document)
+    refusal = document_refusal(document, decision_id=decision.id, released=decision.released)
+    if refusal is not None:
+        raise ReleaseRefusedError(refusal)
+    key = delivery_key(decision.id)
+    try:
+        receipt = rt.destination(request.partner_id).deliver(idempotency_key=key,
+                                                             document=document)
+    except IdempotencyConflictError as exc:
+        # The partner holds a document under this decision's key already (delivered before a
+        # crash, the register changed since): that was the delivery; record what is there.
+        if exc.existing is None:
+            raise
+        receipt = exc.existing
     return DeliveryItem(
         request_id=request.id, decision_id=decision.id, partner_id=request.partner_id,
         destination=receipt.kind, receipt=receipt.to_dict(), delivered_at=receipt.delivered_at,
-        flow_run_id=flow_run_id, counts={"records": len(fetched.result.records),
-                                         "not_found": len(fetched.result.not_found)})
+        flow_run_id=flow_run_id, released=tuple(decision.released),
+        counts={"records": len(fetched.result.records),
+                "not_found": len(fetched.result.not_found)})
 
 
 def _failure(request: RequestRow, decision: DecisionRow, exc: Exception, permanent: bool,
@@ -361,15 +491,7 @@ def _entry_request(entry: Entry, received_at: datetime,
         return (f"(an entry of more than {limits.MAX_REQUEST_BYTES} bytes; the file is kept)",
                 InvalidRequest((FieldError("", "too_large", "the request is larger than "
                                            f"{limits.MAX_REQUEST_BYTES} bytes"),)))
-    try:
-        raw: Any = json.loads(entry.text)
-    except json.JSONDecodeError as exc:
-        return entry.text, InvalidRequest((FieldError(
-            "", "bad_json", f"not JSON: {exc.msg} at column {exc.colno}"),))
-    except RecursionError:
-        return entry.text, InvalidRequest((FieldError(
-            "", "too_deep", "the JSON nests too deeply"),))
-    return entry.text, read_request(raw, received_on=received_on(received_at))
+    return entry.text, read_request_text(entry.text, received_on=received_on(received_at))
 
 
 def take_in_file(rt: Runtime, drop: DropFile, *, flow_run_id: str | None = None) -> TakenIn:

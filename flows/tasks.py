@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -44,15 +45,23 @@ def release_batch(worker: str, request_ids: list[str]) -> None:
 @task(name="decide-requests", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
       cache_policy=NONE)
 def decide_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, list[str]]:
-    """Validate, assess and record the decisions of a batch; returns where each request went."""
-    return asdict(steps.decide_requests(runtime(), request_ids, flow_run_id=flow_run_id))
+    """Validate, assess and record the decisions of a batch; returns where each request went.
+    A request set aside is announced (``disclosure.request.set_aside``) for an automation."""
+    decided = steps.decide_requests(runtime(), request_ids, flow_run_id=flow_run_id)
+    for request_id in decided.set_aside:
+        events.emit(events.REQUEST_SET_ASIDE, request_id, step="decide")
+    return asdict(decided)
 
 
 @task(name="deliver-requests", retries=3, retry_delay_seconds=[2, 10, 30], persist_result=False,
       cache_policy=NONE)
-def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, int]:
-    """Fetch and deliver the decided requests of a batch, once each; returns counts."""
-    return asdict(steps.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id))
+def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, Any]:
+    """Fetch and deliver the decided requests of a batch, once each; returns counts, and the
+    ids of the requests sent (back) to review because a subject is shielded now."""
+    done = steps.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id)
+    for request_id in done.set_aside:
+        events.emit(events.REQUEST_SET_ASIDE, request_id, step="deliver")
+    return asdict(done)
 
 
 @task(name="start-reviews", retries=2, retry_delay_seconds=[2, 10], persist_result=False,

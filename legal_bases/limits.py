@@ -9,6 +9,8 @@ MAX_SUBJECTS_PER_REQUEST = 100_000
 #: Longest partner reference (the idempotency key) and case reference, in characters.
 MAX_REFERENCE_LENGTH = 64
 MAX_CASE_REFERENCE_LENGTH = 128
+#: Longest ground id and purpose slug (the request schema and the ledger's columns agree).
+MAX_SLUG_LENGTH = 64
 
 #: Most authorisations one request may carry.
 MAX_AUTHORISATIONS = 10
@@ -120,3 +122,31 @@ TIMELINE_DECIDED_WITHIN_SECONDS = 3600
 #: (cron, Europe/Amsterdam), and how many of its problems the run's artifact lists.
 VERIFY_CRON = "30 3 * * *"
 VERIFY_ARTIFACT_PROBLEMS = 50
+
+#: The ledger's string columns (records/models.py, records/reviews.py), in characters. Every
+#: value a row takes from outside (a partner, a reviewer, a receiver) is held against its column's
+#: length before it is written (records.models.overlong); what does not fit is refused or set
+#: aside with the column named, never left to fail a shared transaction.
+COLUMN_ID_LENGTH = 36  # a uuid4 in its canonical text form
+COLUMN_HASH_LENGTH = 64  # a sha256 or HMAC-SHA256 in hex
+COLUMN_PARTNER_ID_LENGTH = 64
+COLUMN_BODY_LENGTH = 32
+COLUMN_CHANNEL_LENGTH = 16
+COLUMN_GROUND_VERSION_LENGTH = 128
+COLUMN_CORRELATION_ID_LENGTH = 128
+COLUMN_INTAKE_KEY_LENGTH = 200  # "dropoff:<partner>:<sha256 of the file>:<line>" and the like
+COLUMN_ID_TYPE_LENGTH = 16
+COLUMN_OUTCOME_LENGTH = 32
+COLUMN_ACTOR_LENGTH = 128  # "engine", a partner id, or the reviewers: "anna+bram"
+COLUMN_FLOW_RUN_ID_LENGTH = 64
+COLUMN_DESTINATION_LENGTH = 512
+COLUMN_IDEMPOTENCY_KEY_LENGTH = 128
+COLUMN_STATUS_LENGTH = 32
+COLUMN_KIND_LENGTH = 64
+COLUMN_KEY_ID_LENGTH = 32  # the id of the key an audit event is sealed with
+#: Reviewers: the id, name and role columns, and the longest id enrolment accepts (two ids and a
+#: "+" must fit an actor column: the ``decided_by`` of a four-eyes decision).
+COLUMN_REVIEWER_ID_LENGTH = 64
+COLUMN_NAME_LENGTH = 200
+COLUMN_ROLE_LENGTH = 64
+MAX_REVIEWER_ID_LENGTH = (COLUMN_ACTOR_LENGTH - 1) // 2

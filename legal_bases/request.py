@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from json import JSONDecodeError
 from typing import Any
 
+from legal_bases import strict_json
 from legal_bases.errors import FieldError, InvalidRequestError
 from legal_bases.identifiers import mask
 from legal_bases.validator import thread_validator
@@ -143,3 +145,30 @@ def read_request(raw: object, *, received_on: date) -> DisclosureRequest | Inval
     except InvalidRequestError as exc:
         legal_basis = raw.get("legal_basis") if isinstance(raw, dict) else None
         return InvalidRequest(exc.errors, legal_basis if isinstance(legal_basis, str) else None)
+
+
+def read_json(text: str | bytes) -> tuple[Any, InvalidRequest | None]:
+    """A submission's text as JSON data, or why it cannot be read as one request.
+
+    Strict (:mod:`legal_bases.strict_json`): a key named twice in one object makes the request
+    ambiguous and is refused (``duplicate_key``, with its path), like text that is not JSON
+    (``bad_json``) or nests too deeply to read (``too_deep``).
+    """
+    try:
+        return strict_json.loads(text), None
+    except strict_json.DuplicateKeyError as exc:
+        return None, InvalidRequest((FieldError(
+            exc.path, "duplicate_key", "this key appears more than once in its object; send "
+            "each key once"),))
+    except JSONDecodeError as exc:
+        return None, InvalidRequest((FieldError(
+            "", "bad_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"),))
+    except RecursionError:
+        return None, InvalidRequest((FieldError("", "too_deep", "the JSON nests too deeply"),))
+
+
+def read_request_text(text: str | bytes, *, received_on: date,
+                      ) -> DisclosureRequest | InvalidRequest:
+    """:func:`read_request` of a submission's text: every channel reads a request this way."""
+    data, refused = read_json(text)
+    return refused if refused is not None else read_request(data, received_on=received_on)

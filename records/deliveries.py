@@ -41,6 +41,9 @@ class DeliveryItem:
     status: str = "delivered"
     flow_run_id: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    #: the categories the document carried (the decision's release; ``audit verify`` holds the
+    #: two against each other)
+    released: tuple[str, ...] = ()
 
     @property
     def idempotency_key(self) -> str:
@@ -78,8 +81,12 @@ def delivered(*, session: Session, decision_ids: Sequence[str]) -> set[str]:
 def record_deliveries(*, session: Session, items: Sequence[DeliveryItem]) -> list[DeliveryRow]:
     """Record deliveries with their receipts, their events, and move the requests to delivered.
 
-    All or nothing, in the caller's transaction.
+    All or nothing, in the caller's transaction. A decision whose delivery another worker
+    recorded meanwhile (its lease ran out while this one was sending; the destination saw the
+    same idempotency key twice) is left out: one delivery row per decision.
     """
+    done = delivered(session=session, decision_ids=[i.decision_id for i in items])
+    items = [i for i in items if i.decision_id not in done]
     if not items:
         return []
     with session.begin_nested():
@@ -99,7 +106,7 @@ def record_deliveries(*, session: Session, items: Sequence[DeliveryItem]) -> lis
             payload={"state": RequestState.DELIVERED.value, "delivery_id": row.id,
                      "decision_id": row.decision_id, "destination": row.destination,
                      "status": row.status, "receipt_sha256": row.receipt.get("sha256"),
-                     **item.counts})
+                     "released": sorted(item.released), **item.counts})
             for row, item in zip(rows, items, strict=True)])
     return rows
 

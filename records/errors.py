@@ -39,3 +39,27 @@ class RequestNotFoundError(LedgerError):
 
 class PseudonymKeyError(LedgerError):
     """Raised when the pseudonym key is missing, malformed or too short."""
+
+
+class ValueTooLongError(LedgerError):
+    """Raised when a value is longer than its column holds; names the column and its length,
+    never the value (which may come from a partner)."""
+
+    def __init__(self, *, table: str, column: str, length: int, request_id: str | None = None,
+                 ) -> None:
+        self.table = table
+        self.column = column
+        self.length = length
+        self.request_id = request_id
+        about = f" (request {request_id})" if request_id else ""
+        super().__init__(f"{table}.{column} holds at most {length} characters; the value "
+                         f"given{about} is longer")
+
+
+class ReleaseRefusedError(LedgerError):
+    """Raised when the release gate (:mod:`records.release`) refuses to let data leave; ``code``
+    says why (:data:`records.release.REFUSALS`)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        super().__init__(f"the release gate refused the release: {code}")

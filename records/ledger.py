@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, defer
 from sqlmodel import col
 
@@ -36,6 +36,7 @@ from records.errors import (
     ReferenceConflictError,
     RequestNotFoundError,
     SnapshotMissingError,
+    ValueTooLongError,
 )
 from records.models import (
     REFERENCE_LENGTH,
@@ -46,6 +47,7 @@ from records.models import (
     RequestStatus,
     RequestSubject,
     TableSnapshot,
+    overlong,
 )
 from records.pseudonym import Pseudonymizer, subjects_digest
 from records.timestamps import utc
@@ -426,7 +428,7 @@ def _decision_row(item: DecisionItem, table: GroundTable,
         received_at, due_date = request
         deadline = compute_deadline(received_on=received_on(received_at),
                                     response_days=version.response_days, due_date=due_date)
-    return DecisionRow(
+    row = DecisionRow(
         id=str(uuid.uuid4()),
         request_id=item.request_id,
         sequence=previous[0] + 1 if previous else 1,
@@ -445,6 +447,12 @@ def _decision_row(item: DecisionItem, table: GroundTable,
         deadline=deadline,
         supersedes=previous[1] if previous else None,
     )
+    too_long = overlong(_DECISIONS, row.model_dump())
+    if too_long:
+        column, length = too_long[0]
+        raise ValueTooLongError(table="decisions", column=column, length=length,
+                                request_id=item.request_id)
+    return row
 
 
 def _decision_event(row: DecisionRow, decision: Decision, state: RequestState) -> NewEvent:
@@ -468,6 +476,71 @@ def _decision_event(row: DecisionRow, decision: Decision, state: RequestState) -
             "decided_by": row.decided_by,
             "deadline": row.deadline.isoformat() if row.deadline else None,
         })
+
+
+def record_decisions_apart(*, session: Session, table: GroundTable,
+                           items: Sequence[DecisionItem], flow_run_id: str | None = None,
+                           ) -> tuple[list[DecisionRow], list[SetAside]]:
+    """:func:`record_decisions`, but no decision can stop the others (DESIGN.md section 10).
+
+    A decision with a value longer than its column is set aside before anything is written; if
+    the database still refuses the batch (a constraint, data it cannot hold), the decisions are
+    recorded one by one and each one it refuses is set aside. A set-aside request moves to
+    ``failed`` with a ``request_set_aside`` event naming the step, the reason and the column —
+    never a value. Errors of the database itself (unreachable, locked) are raised: they are not
+    about one request. Returns the decisions recorded and the requests set aside.
+    """
+    waiting = list(items)
+    aside: list[SetAside] = []
+    while True:
+        try:
+            rows = record_decisions(session=session, table=table, items=waiting)
+            break
+        except ValueTooLongError as exc:
+            waiting = [i for i in waiting if i.request_id != exc.request_id]
+            aside.append(SetAside(request_id=str(exc.request_id), step="decide",
+                                  reason="value_too_long", detail=f"{exc.table}.{exc.column} "
+                                  f"holds at most {exc.length} characters",
+                                  at=datetime.now(UTC), flow_run_id=flow_run_id))
+        except (IntegrityError, DataError):
+            rows = []
+            for item in waiting:
+                try:
+                    rows += record_decisions(session=session, table=table, items=[item])
+                except (IntegrityError, DataError) as exc:
+                    aside.append(SetAside(
+                        request_id=item.request_id, step="decide", reason="not_recordable",
+                        detail=f"the database refused the decision ({type(exc.orig).__name__})",
+                        at=datetime.now(UTC), flow_run_id=flow_run_id))
+            break
+    record_set_aside(session=session, items=aside)
+    return rows, aside
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A request the pipeline cannot carry further: at which ``step``, why (``reason``, a code)
+    and ``detail`` in plain words (a column and its length, an error's class) — never a value."""
+
+    request_id: str
+    step: str
+    reason: str
+    detail: str
+    at: datetime
+    flow_run_id: str | None = None
+
+
+def record_set_aside(*, session: Session, items: Sequence[SetAside]) -> None:
+    """Move requests to ``failed`` with a ``request_set_aside`` event each (all or nothing)."""
+    if not items:
+        return
+    with session.begin_nested():
+        set_states(session, {i.request_id: (RequestState.FAILED, utc(i.at)) for i in items})
+        chain.append_events(session=session, events=[NewEvent(
+            kind=EventKind.REQUEST_SET_ASIDE.value, occurred_at=utc(i.at), actor=ENGINE,
+            request_id=i.request_id, flow_run_id=i.flow_run_id,
+            payload={"state": RequestState.FAILED.value, "step": i.step, "reason": i.reason,
+                     "detail": i.detail}) for i in items])
 
 
 def set_states(session: Session, states: dict[str, tuple[RequestState, datetime]]) -> None:

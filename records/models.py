@@ -20,6 +20,7 @@ what a partner sent); everywhere else a subject appears only as a keyed pseudony
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -42,30 +43,30 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from legal_bases.limits import MAX_REFERENCE_LENGTH
+from legal_bases import limits
 from legal_bases.vocabulary import Outcome, SubjectIdType
 from records.timestamps import UTCDateTime
 from records.vocabulary import Channel
 
-#: Lengths of the string columns (characters).
-ID_LENGTH = 36  # a uuid4 in its canonical text form
-HASH_LENGTH = 64  # a sha256 or HMAC-SHA256 in hex
-PARTNER_ID_LENGTH = 64
-BODY_LENGTH = 32
-CHANNEL_LENGTH = 16
-REFERENCE_LENGTH = MAX_REFERENCE_LENGTH
-SLUG_LENGTH = 64  # ground ids, purposes
-GROUND_VERSION_LENGTH = 128
-CORRELATION_ID_LENGTH = 128
-INTAKE_KEY_LENGTH = 200  # "dropoff:<partner>:<sha256 of the file>:<line>" and the like
-ID_TYPE_LENGTH = 16
-OUTCOME_LENGTH = 32
-ACTOR_LENGTH = 128  # "engine", a reviewer id, a partner id
-FLOW_RUN_ID_LENGTH = 64
-DESTINATION_LENGTH = 512
-IDEMPOTENCY_KEY_LENGTH = 128
-STATUS_LENGTH = 32
-KIND_LENGTH = 64
+#: Lengths of the string columns (characters): stated in legal_bases/limits.py.
+ID_LENGTH = limits.COLUMN_ID_LENGTH
+HASH_LENGTH = limits.COLUMN_HASH_LENGTH
+PARTNER_ID_LENGTH = limits.COLUMN_PARTNER_ID_LENGTH
+BODY_LENGTH = limits.COLUMN_BODY_LENGTH
+CHANNEL_LENGTH = limits.COLUMN_CHANNEL_LENGTH
+REFERENCE_LENGTH = limits.MAX_REFERENCE_LENGTH
+SLUG_LENGTH = limits.MAX_SLUG_LENGTH  # ground ids, purposes
+GROUND_VERSION_LENGTH = limits.COLUMN_GROUND_VERSION_LENGTH
+CORRELATION_ID_LENGTH = limits.COLUMN_CORRELATION_ID_LENGTH
+INTAKE_KEY_LENGTH = limits.COLUMN_INTAKE_KEY_LENGTH
+ID_TYPE_LENGTH = limits.COLUMN_ID_TYPE_LENGTH
+OUTCOME_LENGTH = limits.COLUMN_OUTCOME_LENGTH
+ACTOR_LENGTH = limits.COLUMN_ACTOR_LENGTH
+FLOW_RUN_ID_LENGTH = limits.COLUMN_FLOW_RUN_ID_LENGTH
+DESTINATION_LENGTH = limits.COLUMN_DESTINATION_LENGTH
+IDEMPOTENCY_KEY_LENGTH = limits.COLUMN_IDEMPOTENCY_KEY_LENGTH
+STATUS_LENGTH = limits.COLUMN_STATUS_LENGTH
+KIND_LENGTH = limits.COLUMN_KIND_LENGTH
 
 #: The tables that are the record: insert-only, guarded by triggers in the migration.
 APPEND_ONLY_TABLES: tuple[str, ...] = (
@@ -274,6 +275,20 @@ class RequestStatus(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     claimed_by: str | None = Field(default=None, sa_column=Column(String(ACTOR_LENGTH)))
     claimed_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+def overlong(table: Table, values: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The bounded string columns of ``table`` whose value in ``values`` is longer than the column
+    holds, as ``(column, length)``; empty when everything fits. Checked before a row is written, so
+    that a value from outside is refused or set aside by name instead of failing its transaction
+    (and every other row in it) at the database."""
+    found: list[tuple[str, int]] = []
+    for name, value in values.items():
+        column = table.columns.get(name)
+        length = getattr(column.type, "length", None) if column is not None else None
+        if isinstance(value, str) and length is not None and len(value) > length:
+            found.append((name, length))
+    return found
 
 
 def add_length_checks(table: Table) -> None:

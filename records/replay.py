@@ -29,13 +29,12 @@ holds read-only (PostgreSQL ``SET TRANSACTION READ ONLY``, SQLite ``PRAGMA query
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from sqlalchemy import Engine, Row, Table, select, text
 from sqlalchemy.orm import Session
@@ -45,7 +44,7 @@ from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
 from legal_bases.errors import DisclosureError, FieldError
 from legal_bases.ground import GroundVersion
-from legal_bases.request import DisclosureRequest, InvalidRequest, read_request
+from legal_bases.request import DisclosureRequest, InvalidRequest, read_request_text
 from legal_bases.review import Accepted, ReviewAnswer, check_answer, reviewed_decision
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import (
@@ -74,7 +73,8 @@ _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
 _ANSWERS: Table = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
 _REQUEST_COLUMNS = (_REQUESTS.c.id, _REQUESTS.c.partner_id, _REQUESTS.c.requester_body,
                     _REQUESTS.c.reference, _REQUESTS.c.received_at, _REQUESTS.c.raw_body,
-                    _REQUESTS.c.valid, _REQUESTS.c.subject_count)
+                    _REQUESTS.c.valid, _REQUESTS.c.subject_count,
+                    _REQUESTS.c.validation_errors, _REQUESTS.c.legal_basis)
 #: The fields of a decision replay compares, in the order differences are named.
 COMPARED = ("outcome", "released", "withheld", "reason_codes", "reason_citations",
             "reason_categories", "review_triggers", "review_trigger_citations", "proposal",
@@ -89,20 +89,46 @@ SHIELDED_NOTE = ("review trigger shielded_subject taken from the recorded decisi
 
 # --- reading a recorded submission ---------------------------------------------------------------
 
-def parse_recorded(row: RequestRow) -> DisclosureRequest | InvalidRequest:
-    """A recorded submission read again exactly as at intake (the same day of receipt)."""
+class RecordedSubmission(Protocol):
+    """What :func:`parse_recorded` reads of a ``requests`` row (a model row or a Core row)."""
+
+    raw_body: str
+    received_at: datetime
+    valid: bool
+    validation_errors: Any
+    legal_basis: str | None
+
+
+def parse_recorded(row: RecordedSubmission) -> DisclosureRequest | InvalidRequest:
+    """A recorded submission read again exactly as at intake (the same day of receipt).
+
+    A submission recorded as invalid stays invalid, with the errors recorded at intake, whatever
+    its text reads as today: the intake refused it (a ``409`` reference conflict, a ``403``, a
+    revoked key) although its body may be a well-formed request, and nothing refused is ever
+    released. Only a submission recorded as valid is read again from its raw body.
+    """
+    if not row.valid:
+        return recorded_refusal(row.validation_errors, row.legal_basis)
     return read_recorded(row.raw_body, row.received_at)
 
 
 def read_recorded(raw_body: str, received_at: datetime) -> DisclosureRequest | InvalidRequest:
-    """:func:`parse_recorded` of a raw body and its time of receipt."""
-    try:
-        raw: Any = json.loads(raw_body)
-    except json.JSONDecodeError as exc:
-        return InvalidRequest((FieldError("", "bad_json", f"not JSON: {exc.msg}"),))
-    except RecursionError:
-        return InvalidRequest((FieldError("", "too_deep", "the JSON nests too deeply"),))
-    return read_request(raw, received_on=received_on(received_at))
+    """The request a raw body and its time of receipt read as (strictly, as at intake)."""
+    return read_request_text(raw_body, received_on=received_on(received_at))
+
+
+def recorded_refusal(errors: Any, legal_basis: str | None) -> InvalidRequest:
+    """The :class:`InvalidRequest` of a submission recorded as invalid, from its recorded
+    ``validation_errors`` (one generic error if they do not read as field errors)."""
+    found: list[FieldError] = []
+    if isinstance(errors, list):
+        for error in errors:
+            if isinstance(error, dict) and all(isinstance(error.get(k), str)
+                                               for k in ("path", "code", "message")):
+                found.append(FieldError(error["path"], error["code"], error["message"]))
+    if not found:
+        found.append(FieldError("", "recorded_invalid", "the submission was recorded as invalid"))
+    return InvalidRequest(tuple(found), legal_basis)
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -496,7 +522,7 @@ def _replay_one(request: _Row, decisions: list[_Row], answers: tuple[Answer, ...
     common |= {"ground_id": engine_row.ground_id, "ground_version": engine_row.ground_version,
                "table_hash": engine_row.table_hash, "recorded": recorded}
     table = against if against is not None else tables.get(engine_row.table_hash)
-    parsed = read_recorded(request.raw_body, request.received_at)
+    parsed = parse_recorded(request)
     if isinstance(parsed, DisclosureRequest):
         common["reference_date"] = parsed.reference_date
     if isinstance(table, str):

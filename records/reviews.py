@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
+from legal_bases import limits
 from records import chain, totp
 from records.chain import NewEvent
 from records.errors import LedgerError
@@ -36,9 +37,9 @@ from records.models import (
 from records.timestamps import UTCDateTime, utc
 from records.vocabulary import RequestState
 
-REVIEWER_ID_LENGTH = 64
-NAME_LENGTH = 200
-ROLE_LENGTH = 64
+REVIEWER_ID_LENGTH = limits.COLUMN_REVIEWER_ID_LENGTH
+NAME_LENGTH = limits.COLUMN_NAME_LENGTH
+ROLE_LENGTH = limits.COLUMN_ROLE_LENGTH
 SEALED_LENGTH = 512
 CODE_LENGTH = 64
 

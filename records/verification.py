@@ -40,12 +40,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, not_, select
 from sqlalchemy.orm import Session
 
 from legal_bases.errors import DisclosureError
 from legal_bases.limits import VERIFY_BATCH_SIZE, VERIFY_PROBLEMS_LISTED
 from legal_bases.table import canonical_json, sha256, table_from_snapshot
+from legal_bases.vocabulary import Outcome
 from records.chain import GENESIS_HASH, event_hash
 from records.db import read_only
 from records.ledger import body_hash
@@ -72,6 +73,9 @@ _SNAPSHOTS: Table = TableSnapshot.__table__  # type: ignore[attr-defined]
 _STATUS: Table = RequestStatus.__table__  # type: ignore[attr-defined]
 
 REVIEW_ANSWER_RECORDED = "review_answer_recorded"
+_RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
+#: Outcomes that act on a request: release data or send it to a reviewer.
+_ACTING = (*_RELEASING, Outcome.NEEDS_REVIEW.value)
 
 #: What each problem code means; a report names the code, this says it in words.
 PROBLEM_CODES: Mapping[str, str] = {
@@ -108,6 +112,15 @@ PROBLEM_CODES: Mapping[str, str] = {
     "review_answer_without_event": "a review answer has no review_answer_recorded event",
     "event_without_review_answer": "a review_answer_recorded event's answer is missing",
     "review_answer_mismatch": "a review answer disagrees with its review_answer_recorded event",
+    # what was released, against what was decided and accepted
+    "release_for_invalid_request": "a decision releases data on (or sends to review) a "
+                                   "submission recorded as invalid: the intake refused it",
+    "delivery_for_invalid_request": "a delivery was made for a submission recorded as invalid",
+    "delivery_not_releasing": "a delivery carries out a decision that releases nothing",
+    "delivery_of_superseded_decision": "a delivery carries out a decision that a later decision "
+                                       "had replaced before the delivery was made",
+    "delivery_categories_differ": "a delivery's event records other categories than its "
+                                  "decision released",
     # the projection (warnings)
     "status_mismatch": "request_status disagrees with the state the chain derives (warning)",
     "status_missing": "a request the chain knows has no request_status row (warning)",
@@ -425,6 +438,8 @@ class _Expected:
     requests: dict[str, tuple[int, bytes, Any, Any]] = field(default_factory=dict)
     decisions: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     deliveries: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    #: the categories each delivery's event says it carried (events from 0.4.0 on say so)
+    delivered: dict[str, tuple[str, ...]] = field(default_factory=dict)
     answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     snapshots: dict[str, tuple[int, Any, Any]] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
@@ -450,6 +465,7 @@ class _Verifier:
         self.anchor_ok: bool | None = None if expect_head is None else False
         self.counts: dict[str, int] = {}
         self.expected = _Expected()
+        self._category_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def run(self) -> RecordReport:
         head_seq, head_hash = self._chain()
@@ -458,6 +474,7 @@ class _Verifier:
         self._requests()
         self._decisions(snapshots)
         self._deliveries()
+        self._releases()
         self._answers()
         self._status()
         return RecordReport(
@@ -568,6 +585,9 @@ class _Verifier:
                             expected.deliveries)
             if key is not None:
                 expected.deliveries[key] = (seq, _fingerprint(_delivery_from_event(event, payload)))
+                released = payload.get("released")
+                if isinstance(released, list):
+                    expected.delivered[key] = self._categories(released)
         elif kind == REVIEW_ANSWER_RECORDED:
             answer = payload.get("seq")
             if request_id is not None and isinstance(answer, int):
@@ -582,6 +602,11 @@ class _Verifier:
             if key is not None:
                 expected.snapshots[key] = (seq, _frozen(payload.get("grounds")),
                                            _frozen(payload.get("ground_versions")))
+
+    def _categories(self, values: Sequence[Any]) -> tuple[str, ...]:
+        """``values`` as a sorted tuple, one shared object per distinct set (few exist)."""
+        found = tuple(sorted(str(v) for v in values))
+        return self._category_sets.setdefault(found, found)
 
     def _key(self, key: Any, name: str, event: Any,
              seen: Mapping[str, tuple[Any, ...]]) -> str | None:
@@ -703,6 +728,48 @@ class _Verifier:
         for row in self._stream(_DELIVERIES, columns, ("id",)):
             self._compare(_DELIVERY, row.id, row, expected.pop(row.id, None))
         self._orphans(_DELIVERY, expected)
+
+    def _releases(self) -> None:
+        """What left against what was decided and accepted: nothing for a refused submission,
+        only what the decision in force at the time released (DESIGN.md section 10)."""
+        requests, decisions, deliveries = _REQUESTS.c, _DECISIONS.c, _DELIVERIES.c
+        for row in self.session.execute(
+                select(decisions.id, decisions.request_id, decisions.outcome)
+                .join(_REQUESTS, requests.id == decisions.request_id)
+                .where(not_(requests.valid), decisions.outcome.in_(_ACTING))
+                .order_by(decisions.id)):
+            self._found("release_for_invalid_request", "decisions", f"decided {row.outcome} on "
+                        f"request {row.request_id}, which was recorded as invalid",
+                        row_id=row.id)
+        later = _DECISIONS.alias("later")
+        superseded = (select(later.c.id).where(
+            later.c.request_id == decisions.request_id, later.c.sequence > decisions.sequence,
+            later.c.decided_at <= deliveries.delivered_at).limit(1).scalar_subquery())
+        query = (select(deliveries.id, deliveries.request_id, requests.valid, decisions.id,
+                        decisions.outcome, decisions.released, superseded)
+                 .join(_DECISIONS, decisions.id == deliveries.decision_id)
+                 .join(_REQUESTS, requests.id == deliveries.request_id)
+                 .order_by(deliveries.id).execution_options(yield_per=self.batch_size))
+        delivered = self.expected.delivered
+        for delivery_id, request_id, valid, decision_id, outcome, released, later_id in (
+                self.session.execute(query)):
+            if not valid:
+                self._found("delivery_for_invalid_request", "deliveries", f"request {request_id} "
+                            "was recorded as invalid, yet this delivery was made for it",
+                            row_id=delivery_id)
+            if outcome not in _RELEASING:
+                self._found("delivery_not_releasing", "deliveries", f"its decision {decision_id} "
+                            f"is {outcome}", row_id=delivery_id)
+            if later_id is not None:
+                self._found("delivery_of_superseded_decision", "deliveries", f"its decision "
+                            f"{decision_id} was replaced by decision {later_id} before the "
+                            "delivery", row_id=delivery_id)
+            carried = delivered.get(delivery_id)
+            if carried is not None and carried != self._categories(released or []):
+                self._found("delivery_categories_differ", "deliveries", f"carried "
+                            f"{', '.join(carried) or 'nothing'}; decision {decision_id} released "
+                            f"{', '.join(sorted(released or [])) or 'nothing'}",
+                            row_id=delivery_id)
 
     def _answers(self) -> None:
         expected = self.expected.answers

@@ -27,7 +27,10 @@ class RequestState(StrEnum):
     AWAITING_REVIEW = "awaiting_review"
     ESCALATED = "escalated"  # awaiting review past its deadline: escalated, still decidable
     DELIVERED = "delivered"
-    FAILED = "failed"  # the destination refused the delivery for good; an operator acts
+    # For good: the destination refused the delivery, or the request was set aside (a value
+    # that cannot be recorded, a release the gate refused); its last event says why. An
+    # operator acts.
+    FAILED = "failed"
 
 
 class EventKind(StrEnum):
@@ -39,5 +42,7 @@ class EventKind(StrEnum):
     TABLE_SNAPSHOT_STORED = "table_snapshot_stored"
     DELIVERY_RECORDED = "delivery_recorded"
     DELIVERY_FAILED = "delivery_failed"
+    # a request the pipeline cannot carry further without a person: why, at which step (codes)
+    REQUEST_SET_ASIDE = "request_set_aside"
     # somebody looked a person up to answer an inzage (AVG art. 15): on the record, by pseudonym
     INZAGE_ANSWERED = "inzage_answered"

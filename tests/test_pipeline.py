@@ -14,8 +14,6 @@ ids, the audit chain, and what Prefect holds (ids, never a BSN).
   (``Runtime._destinations``): the configuration has no time-out setting.
 * Crashes are simulated where a process would die: a task without retries raising at the named
   step, and (for a killed process) the claim not released.
-* The two ``xfail(strict=True)`` tests are gaps found while writing these tests, left for their
-  owners; each will start failing (XPASS) once fixed, and then loses its mark.
 """
 
 from __future__ import annotations
@@ -407,9 +405,6 @@ def test_the_dispatcher_delivers_exactly_the_released_data_once(pipeline: ps.Pip
     assert pipeline.chain_ok()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reported, not fixed here): a subject shielded after the decision is delivered on a "
-    "retried delivery without review; the delivery ignores the fetch's shielded subjects"))
 def test_a_subject_shielded_before_a_retried_delivery_is_not_delivered_without_review(
         pipeline: ps.Pipeline) -> None:
     pipeline.drop("belastingdienst", "two.json", json.dumps(ps.tax_request(
