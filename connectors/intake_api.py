@@ -14,7 +14,9 @@ Routes (the OpenAPI document at ``/openapi.json``, readable at ``/docs``, says t
 
 Every answer carries ``X-Correlation-ID`` and ``traceparent`` (:mod:`connectors.correlation`);
 the same id is in the ledger row and in the log line of the call. Errors are RFC 9457 problem
-details with a machine-readable ``code`` and, for bad input, one entry per field.
+details with a machine-readable ``code`` and, for bad input, one entry per field. Every ``/v1``
+route checks credentials before anything else: without valid ones the answer is ``401``, never a
+word about the parameters or the body.
 
 What the ledger records (nothing an identified partner sent within its rate disappears):
 
@@ -25,6 +27,7 @@ answer                      on the ledger
 200 repeat                  nothing new (the first request answers)
 409 reference conflict      the submission, invalid (``reference_conflict``)
 422 invalid body            the submission as received, invalid, one error per field
+                            (a key named twice in one object: ``duplicate_key``)
 400 not JSON / not UTF-8    the body after a one-line marker, invalid (``bad_json``)
 415 not application/json    the body after a one-line marker, invalid
 403 another body's ground   the submission, invalid (``requester_not_entitled``)
@@ -61,7 +64,7 @@ from typing import Annotated, Any
 
 import anyio
 import structlog
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -71,6 +74,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, col
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.correlation import Correlation, correlate
@@ -99,9 +103,9 @@ from connectors.nudge import Nudger
 from connectors.partner_file import PartnerSource
 from connectors.partners import PartnerDirectory
 from connectors.rate_limit import RateLimiter
-from legal_bases import limits
+from legal_bases import limits, strict_json
 from legal_bases.errors import FieldError
-from legal_bases.request import DisclosureRequest, InvalidRequest, read_request
+from legal_bases.request import DisclosureRequest, InvalidRequest, read_json, read_request
 from legal_bases.table import GroundTable
 from records.db import read_only
 from records.ledger import compute_deadline, latest_decision, received_on
@@ -237,6 +241,10 @@ def read_body(body: bytes, *, content_type: str | None, body_of: str, received_a
               table: GroundTable) -> Reading:
     """Read a submitted body for a partner of body ``body_of``: a pure function of its input.
 
+    The JSON is read strictly (:mod:`legal_bases.strict_json`): a key named twice in one object
+    makes the request ambiguous, so it is refused (``422``, ``duplicate_key`` with the key's path)
+    and recorded as sent.
+
     What is stored behind a marker is the body as text, undecodable bytes and NUL characters
     replaced by U+FFFD (PostgreSQL text cannot hold NUL).
     """
@@ -253,8 +261,14 @@ def read_body(body: bytes, *, content_type: str | None, body_of: str, received_a
         return _rejected(400, "bad_json", "the body is not UTF-8 text",
                          _marked("not UTF-8; undecodable bytes replaced", text),
                          errors=(FieldError("", "bad_encoding", f"not UTF-8 at byte {exc.start}"),))
+    duplicate: strict_json.DuplicateKeyError | None = None
     try:
-        data = json.loads(strict)
+        try:
+            data = strict_json.loads(strict)
+        except strict_json.DuplicateKeyError as exc:
+            # Refused below, once the checks of what is stored have run on the body as every
+            # lenient reader (and the ledger's body hash) reads it: the last value wins.
+            duplicate, data = exc, json.loads(strict)
     except RecursionError:
         return _rejected(400, "bad_json", "the body is not JSON: it nests too deeply",
                          _marked("not JSON", text),
@@ -281,6 +295,13 @@ def read_body(body: bytes, *, content_type: str | None, body_of: str, received_a
                              _marked("holds NUL characters or unpaired surrogates", strict),
                              errors=(FieldError(path, "invalid_characters",
                                                 "holds a NUL character or an unpaired surrogate"),))
+    if duplicate is not None:
+        return _rejected(422, "invalid_request",
+                         f"a key appears more than once in one object (at {duplicate.path}), "
+                         "so the request is ambiguous; it was recorded as received and rejected",
+                         strict, data=data, errors=(FieldError(
+                             duplicate.path, "duplicate_key", "this key appears more than once "
+                             "in its object; send each key once"),))
     parsed = read_request(data, received_on=received_on(received_at))
     if isinstance(parsed, InvalidRequest):
         count = len(parsed.errors)
@@ -522,6 +543,22 @@ def _deadline(row: RequestRow, table: GroundTable) -> date | None:
                             response_days=version.response_days, due_date=row.due_date)
 
 
+def _claimed_purpose(raw_body: str) -> str | None:
+    """The purpose an invalid submission claimed, where its raw body reads (strictly) as a JSON
+    object whose ``purpose`` is a string that fits a slug; else None. The ledger keeps a purpose
+    for valid requests only; this reads it back for the status document, the ledger unchanged.
+    """
+    data, refused = read_json(raw_body)
+    if refused is not None or not isinstance(data, dict):
+        return None
+    purpose = data.get("purpose")
+    if not isinstance(purpose, str) or len(purpose) > limits.MAX_SLUG_LENGTH:
+        return None
+    if "\x00" in purpose or any(0xD800 <= ord(c) <= 0xDFFF for c in purpose):
+        return None  # not text an answer should carry
+    return purpose
+
+
 def status_document(session: Session, row: RequestRow, state: str, table: GroundTable,
                     self_url: str) -> dict[str, Any]:
     """Where one request stands, as ``GET /v1/requests/{id}`` answers."""
@@ -550,7 +587,8 @@ def status_document(session: Session, row: RequestRow, state: str, table: Ground
         "id": row.id, "reference": row.reference, "channel": row.channel,
         "received_at": row.received_at, "correlation_id": row.correlation_id, "state": state,
         "valid": row.valid, "errors": row.validation_errors, "legal_basis": row.legal_basis,
-        "purpose": row.purpose, "reference_date": row.reference_date, "due_date": row.due_date,
+        "purpose": row.purpose if row.valid else _claimed_purpose(row.raw_body),
+        "reference_date": row.reference_date, "due_date": row.due_date,
         "subject_count": row.subject_count, "decision": decision_out, "deadline": deadline,
         "delivery": delivery, "links": {"self": self_url}}
 
@@ -656,7 +694,27 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
-    return _from_api_error(request, ApiError(exc.status_code, code, detail, headers=exc.headers))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return _from_api_error(request, ApiError(exc.status_code, code, detail, headers=headers))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the requested path answers, for the ``Allow`` of a ``405`` (the router's own
+    names only the first route of the path, and ``/v1/requests`` is two: GET and POST).
+
+    The routes are the app's own (the documentation's) and those of :data:`router`, which the
+    app includes without a prefix (FastAPI wraps an included router, so the app's list does not
+    show its routes).
+    """
+    methods: set[str] = set()
+    for route in (*request.app.router.routes, *router.routes):
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _submit_directly(scope: Scope, receive: Receive, send: Send) -> None:
@@ -672,6 +730,16 @@ async def _submit_directly(scope: Scope, receive: Receive, send: Send) -> None:
 def _service(request: Request) -> IntakeService:
     service: IntakeService = request.app.state.intake
     return service
+
+
+def _identified(request: Request) -> Identity:
+    """The caller of a route that needs credentials (a dependency: FastAPI solves it before it
+    reads the route's parameters, so a caller without valid credentials gets ``401`` and learns
+    nothing about them)."""
+    return _service(request).identify(request)
+
+
+Caller = Annotated[Identity, Depends(_identified)]
 
 
 router = APIRouter()
@@ -747,11 +815,10 @@ async def submit_request(request: Request) -> Response:
 @router.get("/v1/requests/{request_id}", tags=["requests"], operation_id="getRequest",
             summary="Where a request stands", response_model=RequestOut,
             responses=_problems(401, 404, 429, 503), openapi_extra={"security": _SECURITY})
-def get_request(request: Request, request_id: str) -> dict[str, Any]:
+def get_request(request: Request, identity: Caller, request_id: str) -> dict[str, Any]:
     """State, decision (with the articles it rests on), deadline and delivery of one of your
     requests. Another partner's request id answers `404`, as an unknown id does."""
     service = _service(request)
-    identity = service.identify(request)
     try:
         with Session(service.reads) as session:
             found = session.execute(
@@ -772,6 +839,8 @@ def get_request(request: Request, request_id: str) -> dict[str, Any]:
             responses=_problems(401, 422, 429, 503), openapi_extra={"security": _SECURITY})
 def list_requests(
         request: Request,
+        identity: Caller,
+        *,
         state: Annotated[RequestState | None, Query(
             description="only requests in this state")] = None,
         since: Annotated[datetime | None, Query(
@@ -784,7 +853,6 @@ def list_requests(
 ) -> dict[str, Any]:
     """Your own requests (never another partner's), filtered by state and time of receipt."""
     service = _service(request)
-    identity = service.identify(request)
     query = (select(RequestRow.id, RequestRow.reference,  # type: ignore[call-overload]
                     RequestRow.valid, RequestRow.legal_basis, RequestRow.received_at,
                     RequestStatus.state)
@@ -908,6 +976,8 @@ idempotency key: the same reference and body again gives `200` and the first id 
 retry after a time-out or a `503`); the same reference with another body is `409`. Invalid
 bodies get `422` with one error per field (`path`, `code`, `message`) and are recorded as
 received and rejected, as are bodies that are not JSON (`400`) or not sent as JSON (`415`).
+Each key may appear once per object: a body naming a key twice (at any depth) is ambiguous and
+gets `422` with code `duplicate_key` and the key's path (e.g. `subjects` or `subjects.0.bsn`).
 At most {limits.MAX_REQUEST_BYTES} bytes per body (`413`) and
 {limits.MAX_SUBJECTS_PER_REQUEST} subjects per request (`422`).
 

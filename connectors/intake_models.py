@@ -60,7 +60,8 @@ REQUEST_SCHEMA: dict[str, Any] = {
     "description": (
         "A disclosure request (verstrekkingsverzoek). The requester is never a field: it is the "
         "partner the credential belongs to. `reference` is the partner's own id and the "
-        "idempotency key."),
+        "idempotency key. Every object names each of its keys once: a key named twice makes the "
+        "request ambiguous and is refused (`422`, error code `duplicate_key`)."),
     "required": ["reference", "legal_basis", "purpose", "subjects", "categories"],
     "additionalProperties": False,
     "properties": {
@@ -119,7 +120,9 @@ class FieldProblem(BaseModel):
 
     path: str = Field(description="Dotted path of the field ('' for the whole body), e.g. "
                                   "`subjects.0.bsn`.")
-    code: str = Field(description="Stable machine-readable code, e.g. `invalid_bsn`.")
+    code: str = Field(description="Stable machine-readable code, e.g. `invalid_bsn`, or "
+                                  "`duplicate_key` for a key named twice in one object (its "
+                                  "path names the key).")
     message: str
 
 
@@ -236,7 +239,9 @@ class RequestOut(BaseModel):
     valid: bool
     errors: list[FieldProblem] = Field(description="Why the submission was rejected at intake.")
     legal_basis: str | None
-    purpose: str | None
+    purpose: str | None = Field(description="The purpose asked for; for a submission rejected at "
+                                            "intake, the one its body claimed where that body "
+                                            "reads as a JSON object (else null).")
     reference_date: date | None
     due_date: date | None
     subject_count: int | None

@@ -277,6 +277,26 @@ def test_a_partner_reads_only_its_own_requests(api: Api) -> None:
     assert [i["id"] for i in api.get("/v1/requests", "uwv").json()["items"]] == [theirs]
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/requests?limit=abc",
+    "/v1/requests?limit=100000",
+    "/v1/requests?state=nonsense&since=yesterday&cursor=bm9wZQ",
+    "/v1/requests/not-a-request-id",
+    "/v1/requests/" + "x" * 300,
+])
+@pytest.mark.parametrize(("authorization", "code"), [
+    (None, "missing_credentials"),
+    ("Bearer dk_0123456789abcdef_" + "A" * 43, "invalid_credentials"),
+], ids=["missing", "invalid"])
+def test_credentials_are_checked_before_the_parameters(
+        api: Api, path: str, authorization: str | None, code: str) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = requests.get(f"{api.url}{path}", headers=headers, timeout=10)
+    document = problem(answer, 401, code)
+    assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert document["errors"] == []  # nothing about the parameters
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 def test_an_invalid_body_gets_one_error_per_field_and_is_recorded_as_rejected(api: Api) -> None:
@@ -375,6 +395,35 @@ def test_a_nul_free_body_with_escapes_is_stored_as_received(api: Api) -> None:
     answer = api.post_raw(text)
     assert answer.status_code == 202
     assert api.row(answer.json()["id"])[0].raw_body == text
+
+
+@pytest.mark.parametrize(("text", "path"), [
+    ('{"reference": "BD-DUP-1", "legal_basis": "awr-55", "purpose": "belastingheffing", '
+     '"subjects": [{"bsn": "111222333"}], "subjects": [{"bsn": "123456782"}], '
+     '"categories": ["personalia"]}', "subjects"),
+    ('{"reference": "BD-DUP-2", "legal_basis": "awr-55", "purpose": "belastingheffing", '
+     '"subjects": [{"bsn": "111222333", "bsn": "123456782"}], "categories": ["personalia"]}',
+     "subjects.0.bsn"),
+    ('{"reference": "BD-DUP-3", "reference": "BD-DUP-3", "legal_basis": "awr-55", '
+     '"purpose": "belastingheffing", "subjects": [{"bsn": "111222333"}], '
+     '"categories": ["personalia"]}', "reference"),
+])
+def test_a_body_naming_a_key_twice_is_422_and_recorded_as_sent(
+        api: Api, text: str, path: str) -> None:
+    answer = api.post_raw(text)
+    document = problem(answer, 422, "invalid_request")
+    assert [(e["path"], e["code"]) for e in document["errors"]] == [(path, "duplicate_key")]
+    row, state = api.row(document["request_id"])
+    assert (row.valid, state, row.raw_body) == (False, "invalid", text)
+    assert [e["code"] for e in row.validation_errors] == ["duplicate_key"]
+    with Session(api.engine) as session:
+        assert [e.kind for e in audit_events_for(session=session, request_id=row.id)] == [
+            "request_invalid"]
+        assert verify_chain(session=session).ok
+    status = api.get(f"/v1/requests/{row.id}").json()
+    assert [(e["path"], e["code"]) for e in status["errors"]] == [(path, "duplicate_key")]
+    problem(api.post_raw(text, "text/plain"), 415, "unsupported_media_type")  # 415 comes first
+    assert api.rows() == 2
 
 
 # -- idempotency ----------------------------------------------------------------------------------
@@ -486,6 +535,21 @@ def test_every_answer_carries_a_correlation_id(api: Api) -> None:
             assert answer.json()["correlation_id"] == answer.headers["X-Correlation-ID"]
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/requests", {"GET", "POST"}),
+    ("DELETE", "/v1/requests", {"GET", "POST"}),
+    ("PATCH", "/v1/requests", {"GET", "POST"}),
+    ("DELETE", "/v1/requests/00000000-0000-4000-8000-000000000000", {"GET"}),
+    ("POST", "/v1/requests/00000000-0000-4000-8000-000000000000", {"GET"}),
+    ("POST", "/healthz", {"GET"}),
+])
+def test_a_method_not_allowed_is_405_listing_every_method_of_the_path(
+        api: Api, method: str, path: str, allowed: set[str]) -> None:
+    answer = requests.request(method, f"{api.url}{path}", headers=api.headers(), timeout=10)
+    problem(answer, 405, "method_not_allowed")
+    assert {m.strip() for m in answer.headers["Allow"].split(",")} == allowed
+
+
 def test_health_and_the_openapi_document(api: Api) -> None:
     assert api.get("/healthz", None).json() == {"status": "ok", "ledger": "ok", "waiting": 0}
     document = api.get("/openapi.json", None).json()
@@ -581,6 +645,33 @@ def test_a_partner_follows_its_request_to_delivery(
         assert after["delivery"]["destination"] == "file_drop"
         assert len(after["delivery"]["sha256"]) == 64
     register.dispose()
+
+
+_INVALID = {**TAX, "reference": "BD-INVALID", "categories": []}
+
+
+@pytest.mark.parametrize(("text", "purpose"), [
+    (json.dumps(_INVALID), "belastingheffing"),
+    (json.dumps({**_INVALID, "purpose": "tuinieren"}), "tuinieren"),
+    (json.dumps({**_INVALID, "purpose": "p" * limits.MAX_SLUG_LENGTH}),
+     "p" * limits.MAX_SLUG_LENGTH),
+    (json.dumps({**_INVALID, "purpose": "p" * (limits.MAX_SLUG_LENGTH + 1)}), None),
+    (json.dumps({**_INVALID, "purpose": ["belastingheffing"]}), None),
+    (json.dumps([_INVALID]), None),
+    ('{"purpose": "belastingheffing", "purpose": "statistiek", "reference": "BD-X"}', None),
+    ('{"purpose": "belastingheffing", ', None),
+])
+def test_the_status_of_an_invalid_submission_shows_the_purpose_it_claimed(
+        api: Api, text: str, purpose: str | None) -> None:
+    answer = api.post_raw(text)
+    assert answer.status_code in {400, 422}, answer.text
+    request_id = answer.json()["request_id"]
+    status = api.get(f"/v1/requests/{request_id}")
+    assert status.status_code == 200, status.text
+    document = status.json()
+    assert (document["valid"], document["state"], document["purpose"]) == (
+        False, "invalid", purpose)
+    assert api.row(request_id)[0].purpose is None  # the ledger is as it was
 
 
 def test_listing_pages_through_the_partners_requests(api: Api) -> None:
