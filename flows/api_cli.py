@@ -43,12 +43,11 @@ from connectors.intake_api import ApiConfig, create_app
 from connectors.partner_file import PartnerSource, append_partner, partner_entry
 from connectors.partners import load_partners
 from flows.logs import get_logger
-from flows.runtime import partners_file
+from flows.runtime import open_ledger, partners_file
 from legal_bases import limits
 from legal_bases.errors import DisclosureError
 from legal_bases.vocabulary import Body, slugs
 from records.api_keys import IssuedKey, active_key_counts, issue_key, keys_of, revoke_keys
-from records.db import open_ledger
 from records.pseudonym import Pseudonymizer
 from records.settings import Settings, load_settings
 

@@ -53,17 +53,20 @@ def nudge_dispatcher(key: str | None = None) -> str | None:
     return str(getattr(run, "id", "")) or None
 
 
-def review_run_key(request_id: str) -> str:
-    """The idempotency key of a request's review run: one review run per request."""
-    return f"review-{request_id}"
+def review_run_key(request_id: str, sequence: int = 1) -> str:
+    """The idempotency key of the review run of a request's engine decision ``sequence``: one
+    review run per decision sent to review (the first, or a later one that sent the request
+    back to review because a subject was shielded since)."""
+    return f"review-{request_id}" if sequence == 1 else f"review-{request_id}-{sequence}"
 
 
-def start_review(request_id: str) -> str | None:
-    """Start the review run of one request (once: the request id is the idempotency key);
-    returns the run's id, or None if the review deployment is not there."""
+def start_review(request_id: str, sequence: int = 1) -> str | None:
+    """Start the review run of one request's engine decision ``sequence`` (once: the
+    idempotency key); returns the run's id, or None if the review deployment is not there."""
     try:
         run = run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
-                             as_subflow=False, idempotency_key=review_run_key(request_id),
+                             as_subflow=False,
+                             idempotency_key=review_run_key(request_id, sequence),
                              tags=["review"])
     except ObjectNotFound:
         get_logger("review").warning("review_not_deployed", request_id=request_id)

@@ -38,7 +38,7 @@ from sqlmodel import Session
 
 from connectors.partners import load_partners
 from flows.logs import get_logger
-from flows.runtime import partners_file
+from flows.runtime import open_ledger, partners_file
 from legal_bases.accountability import Accountability, load_accountability
 from legal_bases.citation import Citation
 from legal_bases.errors import DisclosureError
@@ -46,7 +46,6 @@ from legal_bases.identifiers import bsn_problem, mask, onderwijsnummer_problem
 from legal_bases.request import Subject
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Category, Outcome, ReasonCode, SubjectIdType
-from records.db import open_ledger
 from records.inzage import EntryKind, InzageEntry, find_requests, record_inzage
 from records.ledger import RECEIPT_TIMEZONE
 from records.models import ACTOR_LENGTH

@@ -23,9 +23,9 @@ from typing import Any, TextIO
 from sqlmodel import Session
 
 from flows.logs import get_logger
+from flows.runtime import open_ledger
 from legal_bases.accountability import load_accountability
 from legal_bases.errors import DisclosureError
-from records.db import open_ledger
 from records.logboek import logboek_records
 from records.settings import load_settings
 

@@ -33,9 +33,9 @@ from sqlalchemy import Engine
 
 from flows.local_prefect import answering_api_url
 from flows.logs import get_logger
+from flows.runtime import open_ledger
 from legal_bases import limits
 from legal_bases.table import GroundTable, load_table
-from records.db import open_ledger
 from records.ledger import RECEIPT_TIMEZONE
 from records.replay import (
     Replay,

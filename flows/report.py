@@ -40,8 +40,9 @@ from sqlmodel import Session
 
 from flows.local_prefect import answering_api_url
 from flows.logs import get_logger
+from flows.runtime import open_ledger
 from legal_bases.vocabulary import Category, Outcome
-from records.db import open_ledger, read_only
+from records.db import read_only
 from records.settings import Settings, load_settings
 from records.statistics import (
     CATEGORIES,

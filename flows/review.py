@@ -27,7 +27,7 @@ from flows import events, steps
 from flows.logs import get_logger
 from flows.review_form import FirstReview, describe, review_form
 from flows.runtime import Runtime, runtime
-from flows.tasks import deliver_batch
+from flows.tasks import deliver_reviewed
 from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
 from legal_bases.ground import GroundVersion
@@ -232,9 +232,12 @@ def review_request(request_id: str) -> str:
             return "nothing_to_review"
         if review.reviewed or review.state not in WAITING:
             if review.state == RequestState.DECIDED.value:
-                delivery = deliver_batch([request_id], run_id)
+                delivery = deliver_reviewed(request_id, run_id)
                 if delivery["to_review"]:
-                    continue  # a subject was shielded since the review: it is reviewed again
+                    # a subject was shielded since the review: this run holds the next one
+                    (again,) = steps.under_review(rt, [request_id])
+                    steps.record_review_started(rt, again, run_id or "", flow_run_id=run_id)
+                    continue
             with Session(rt.ledger) as session:
                 status = status_of(session=session, request_id=request_id)
             return status.state if status else "unknown"

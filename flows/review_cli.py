@@ -10,9 +10,8 @@ from typing import Any
 from sqlmodel import Session
 
 from flows import steps
-from flows.runtime import runtime
+from flows.runtime import open_ledger, runtime
 from legal_bases import limits
-from records.db import open_ledger
 from records.reviews import ROLES, enroll_reviewer, remove_reviewer, reviewers
 from records.settings import load_settings
 from records.totp import SecretSeal, provisioning_uri

@@ -20,11 +20,28 @@ from connectors.register import SqlRegister, make_register_engine
 from connectors.register_seed import ensure_register
 from flows.logs import configure_logging
 from legal_bases.table import GroundTable
-from records.db import open_ledger
+from records import db
+from records.chain_keys import ChainKeys, parse_keyring
 from records.pseudonym import Pseudonymizer
 from records.settings import Settings, load_settings
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+
+
+def chain_keys(settings: Settings) -> ChainKeys:
+    """The chain's key ring: from the Prefect Secret block ``DISCLOSURE_CHAIN_KEY_BLOCK`` names,
+    else as the settings say (``DISCLOSURE_CHAIN_KEY`` or the key file)."""
+    if not settings.chain_key_block:
+        return settings.chain_keys()
+    from prefect.blocks.system import Secret  # noqa: PLC0415 - only where a block is configured
+
+    value = Secret.load(settings.chain_key_block).get()  # type: ignore[union-attr]
+    return parse_keyring(str(value), f"Prefect Secret block {settings.chain_key_block}")
+
+
+def open_ledger(settings: Settings) -> Engine:
+    """The ledger as the flows and commands open it: migrated, its chain key ring bound."""
+    return db.open_ledger(settings, chain_keys=chain_keys(settings))
 
 
 def partners_file(settings: Settings) -> Path:

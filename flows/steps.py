@@ -356,7 +356,10 @@ def _back_to_review(rt: Runtime, session: Session, again: Sequence[_Pending], *,
     """Record, for each request whose subject is shielded now, a new engine decision that sends
     it to review (the engine's assessment with the shielded-subject trigger); returns their ids."""
     items_by_table: dict[str, tuple[GroundTable, list[DecisionItem]]] = {}
+    in_force = _in_force(session, [p.request.id for p in again])
     for pending in again:
+        if in_force.get(pending.request.id) != pending.decision.id:
+            continue  # decided again meanwhile (a concurrent delivery sent it to review)
         table = table_of(rt, pending.decision)
         parsed = parse_submission(pending.request)
         decision = with_review_trigger(assess(parsed, Body(pending.request.requester_body),
@@ -370,6 +373,25 @@ def _back_to_review(rt: Runtime, session: Session, again: Sequence[_Pending], *,
                                              flow_run_id=flow_run_id)
         sent += [row.request_id for row in recorded if row.outcome == Outcome.NEEDS_REVIEW.value]
     return sent
+
+
+def _in_force(session: Session, request_ids: Sequence[str]) -> dict[str, str]:
+    """The id of each request's decision in force, its work-queue rows locked (PostgreSQL) so
+    that two workers cannot both record the next decision."""
+    if not request_ids:
+        return {}
+    locked = select(RequestStatus.request_id).where(  # type: ignore[call-overload]
+        col(RequestStatus.request_id).in_(request_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    session.execute(locked).all()
+    latest: dict[str, tuple[int, str]] = {}
+    for decision_id, request_id, sequence in session.execute(
+            select(DecisionRow.id, DecisionRow.request_id,  # type: ignore[call-overload]
+                   DecisionRow.sequence).where(col(DecisionRow.request_id).in_(request_ids))):
+        if request_id not in latest or sequence > latest[request_id][0]:
+            latest[request_id] = (sequence, decision_id)
+    return {request_id: decision_id for request_id, (_, decision_id) in latest.items()}
 
 
 @dataclass(frozen=True)
@@ -551,25 +573,66 @@ def _take_in_entry(rt: Runtime, session: Session, drop: DropFile, body: Body,
 REVIEW_RUN_STARTED = "review_run_started"
 
 
-def record_review_started(rt: Runtime, request_id: str, review_run_id: str, *,
+@dataclass(frozen=True)
+class UnderReview:
+    """The engine decision a request's review answers: its id and sequence (ids only)."""
+
+    request_id: str
+    decision_id: str
+    sequence: int
+
+
+def under_review(rt: Runtime, request_ids: Sequence[str]) -> list[UnderReview]:
+    """For each request waiting for a reviewer, the engine decision that sent it there."""
+    found: dict[str, UnderReview] = {}
+    with Session(rt.ledger) as session:
+        for chunk in chunks(request_ids, 500):
+            for decision_id, request_id, sequence in session.execute(
+                    select(DecisionRow.id, DecisionRow.request_id,  # type: ignore[call-overload]
+                           DecisionRow.sequence)
+                    .where(col(DecisionRow.request_id).in_(chunk),
+                           col(DecisionRow.decided_by) == ENGINE,
+                           col(DecisionRow.outcome) == Outcome.NEEDS_REVIEW.value)):
+                held = found.get(request_id)
+                if held is None or sequence > held.sequence:
+                    found[request_id] = UnderReview(request_id, decision_id, sequence)
+    return [found[r] for r in request_ids if r in found]
+
+
+def record_review_started(rt: Runtime, review: UnderReview, review_run_id: str, *,
                           flow_run_id: str | None) -> None:
-    """Put on the record which flow run holds the request's review."""
+    """Put on the record which flow run holds the review of an engine decision."""
     with Session(rt.ledger) as session, session.begin():
-        record_review_event(session=session, request_id=request_id, kind=REVIEW_RUN_STARTED,
-                            now=datetime.now(UTC), payload={"review_run_id": review_run_id},
+        record_review_event(session=session, request_id=review.request_id,
+                            kind=REVIEW_RUN_STARTED, now=datetime.now(UTC),
+                            payload={"review_run_id": review_run_id,
+                                     "decision_id": review.decision_id},
                             flow_run_id=flow_run_id)
 
 
 def reviews_without_run(rt: Runtime) -> list[str]:
-    """Requests waiting for a reviewer whose review run was never started."""
-    started = select(AuditEvent.request_id).where(  # type: ignore[call-overload]
-        col(AuditEvent.kind) == REVIEW_RUN_STARTED)
+    """Requests waiting for a reviewer whose review run (for the engine decision that sent
+    them there) was never started. A ``review_run_started`` event without a decision id (written
+    before 0.4.0) stands for the request's first decision."""
     with Session(rt.ledger) as session:
-        return list(session.execute(
+        waiting = list(session.execute(
             select(RequestStatus.request_id).where(  # type: ignore[call-overload]
                 col(RequestStatus.state).in_([RequestState.AWAITING_REVIEW.value,
-                                              RequestState.ESCALATED.value]),
-                col(RequestStatus.request_id).not_in(started))).scalars())
+                                              RequestState.ESCALATED.value]))).scalars())
+        started: dict[str, set[str | None]] = {}
+        for chunk in chunks(waiting, 500):
+            for request_id, payload in session.execute(
+                    select(AuditEvent.request_id, AuditEvent.payload)  # type: ignore[call-overload]
+                    .where(col(AuditEvent.kind) == REVIEW_RUN_STARTED,
+                           col(AuditEvent.request_id).in_(chunk))):
+                started.setdefault(request_id, set()).add(
+                    payload.get("decision_id") if isinstance(payload, dict) else None)
+    missing = []
+    for review in under_review(rt, waiting):
+        named = started.get(review.request_id, set())
+        if review.decision_id not in named and not (review.sequence == 1 and None in named):
+            missing.append(review.request_id)
+    return missing
 
 
 # -- deadlines ------------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ class _Writer:
                     partner_id=truth.partner_id, destination="file",
                     receipt={"sha256": uuid.uuid4().hex * 2},
                     delivered_at=final.decided_at + timedelta(seconds=self.rng.randint(1, 120)),
-                    flow_run_id=row.flow_run_id,
+                    flow_run_id=row.flow_run_id, released=tuple(final.released),
                     counts={"records": len(truth.subjects), "not_found": 0}))
                 truth.delivered = True
         record_deliveries(session=self.session, items=deliveries)

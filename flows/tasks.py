@@ -20,7 +20,7 @@ from flows import events, steps
 from flows.logs import get_logger
 from flows.runtime import runtime
 from legal_bases import limits
-from records.queue import claim_requests, release_claims
+from records.queue import claim_requests, claim_these, release_claims
 
 
 @task(name="claim-requests", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
@@ -64,6 +64,27 @@ def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, 
     return asdict(done)
 
 
+@task(name="deliver-reviewed", retries=3, retry_delay_seconds=[2, 10, 30],
+      persist_result=False, cache_policy=NONE)
+def deliver_reviewed(request_id: str, flow_run_id: str | None) -> dict[str, Any]:
+    """Deliver a request its review run decided, under a claim like the dispatcher's (if the
+    dispatcher holds the request, it delivers it instead: ``claimed`` is False)."""
+    rt = runtime()
+    worker = f"review-request:{flow_run_id}"
+    with Session(rt.ledger) as session, session.begin():
+        claimed = claim_these(session=session, worker=worker, request_ids=[request_id],
+                              lease=timedelta(seconds=limits.CLAIM_LEASE_SECONDS),
+                              now=datetime.now(UTC))
+    if not claimed:
+        return {"claimed": False, "delivered": 0, "to_review": [], "set_aside": []}
+    try:
+        done = deliver_batch.fn(claimed, flow_run_id)
+    finally:
+        with Session(rt.ledger) as session, session.begin():
+            release_claims(session=session, worker=worker, request_ids=claimed)
+    return {"claimed": True, **done}
+
+
 @task(name="start-reviews", retries=2, retry_delay_seconds=[2, 10], persist_result=False,
       cache_policy=NONE)
 def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int:
@@ -73,11 +94,10 @@ def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int
     from flows.deployments import start_review  # noqa: PLC0415 - deployments import the flows
 
     started = 0
-    for request_id in request_ids:
-        review_run = start_review(request_id)
+    for review in steps.under_review(runtime(), request_ids):
+        review_run = start_review(review.request_id, review.sequence)
         if review_run is not None:
-            steps.record_review_started(runtime(), request_id, review_run,
-                                        flow_run_id=flow_run_id)
+            steps.record_review_started(runtime(), review, review_run, flow_run_id=flow_run_id)
             started += 1
     return started
 

@@ -70,11 +70,18 @@ from sqlmodel import Session, col, select
 from flows.deployments import REVIEW, review_run_key
 from flows.local_prefect import command_api_url
 from flows.logs import mask_identifiers
+from flows.runtime import open_ledger
 from flows.steps import REVIEW_RUN_STARTED
 from legal_bases import limits
 from legal_bases.vocabulary import Outcome
-from records.db import open_ledger
-from records.ledger import audit_events_for, decisions_for, get_request, received_on, status_of
+from records.ledger import (
+    ENGINE,
+    audit_events_for,
+    decisions_for,
+    get_request,
+    received_on,
+    status_of,
+)
 from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestRow
 from records.reviews import ReviewAnswerRow, answers_for
 from records.settings import load_settings
@@ -222,6 +229,15 @@ class LedgerFacts:
     answers: list[ReviewAnswerRow]
     deliveries: list[DeliveryRow]
 
+    def engine_decisions(self) -> list[DecisionRow]:
+        """The engine's own decisions, first to last."""
+        return [d for d in self.decisions if d.decided_by == ENGINE]
+
+    def review_keys(self) -> list[str]:
+        """The idempotency keys of the review runs of this request's engine decisions."""
+        return [review_run_key(self.request.id, d.sequence) for d in self.engine_decisions()
+                if d.outcome == Outcome.NEEDS_REVIEW.value] or [review_run_key(self.request.id)]
+
     def run_ids(self) -> list[str]:
         """The flow runs the ledger names for this request, in the order first named."""
         found: dict[str, None] = {}
@@ -301,7 +317,8 @@ def read_ledger(session: Session, request_id: str) -> LedgerFacts | None:
 
 # -- reading Prefect --------------------------------------------------------------------------
 
-def read_prefect(api_url: str, run_ids: Sequence[str], request_id: str) -> PrefectView:
+def read_prefect(api_url: str, run_ids: Sequence[str], request_id: str,
+                 review_keys: Sequence[str] = ()) -> PrefectView:
     """Read the runs from the Prefect API at ``api_url``; unreachable is an answer, not an error.
 
     Besides the runs the ledger names, the review run Prefect holds for the request (found by
@@ -318,7 +335,7 @@ def read_prefect(api_url: str, run_ids: Sequence[str], request_id: str) -> Prefe
             runs = {run_id: _read_run(client, run_id, request_id, flows) for run_id in run_ids}
             found = client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 idempotency_key=FlowRunFilterIdempotencyKey(
-                    any_=[review_run_key(request_id)])))
+                    any_=list(review_keys) or [review_run_key(request_id)])))
             review_runs = [str(run.id) for run in found]
             for run_id in review_runs:
                 if run_id not in runs:
@@ -466,6 +483,19 @@ def _check_ledger(b: _Builder) -> None:
         if answer.seq not in answered:
             b.flag("ledger_mismatch", f"review answer #{answer.seq} has no "
                                       "review_answer_recorded event")
+    if not facts.request.valid:
+        released = [f"e{e.seq}" for e in _events(b, EventKind.DECISION_RECORDED.value)
+                    if e.payload.get("outcome") in (*_RELEASING, Outcome.NEEDS_REVIEW.value)]
+        released += [f"e{e.seq}" for e in _events(b, EventKind.DELIVERY_RECORDED.value)]
+        if released:
+            b.flag("released_while_refused", "the submission was recorded as invalid (refused "
+                                             "at intake), yet a decision released data or sent "
+                                             "it to review, or a delivery was made",
+                   rows=released)
+    for event in _events(b, EventKind.REQUEST_SET_ASIDE.value):
+        b.flag("set_aside", f"the {event.payload.get('step')} step set the request aside: "
+                            f"{event.payload.get('reason')} ({event.payload.get('detail')}); "
+                            "an operator must act", rows=[f"e{event.seq}"])
     told = [e.payload["state"] for e in facts.events if e.payload.get("state")]
     if told and facts.state is not None and told[-1] != facts.state:
         b.flag("ledger_mismatch", f"the work queue says {facts.state}, the audit chain "
@@ -475,7 +505,7 @@ def _check_ledger(b: _Builder) -> None:
 def _check_runs(b: _Builder) -> None:
     """The ledger's flow runs against Prefect's."""
     facts, runs = b.facts, b.prefect.runs
-    reviewer_decided = any(d.sequence > 1 for d in facts.decisions)
+    reviewer_decided = any(d.decided_by != ENGINE for d in facts.decisions)
     for run_id in facts.run_ids():
         run = runs[run_id]
         own = [e for e in facts.events if e.flow_run_id == run_id]
@@ -549,7 +579,7 @@ def _check_expected_steps(b: _Builder) -> None:
             b.notes.append("not decided yet: the dispatcher's next sweep takes it")
         return
     _check_delivery(b, facts.decisions[-1])
-    engine = facts.decisions[0]
+    engine = facts.engine_decisions()[-1] if facts.engine_decisions() else facts.decisions[0]
     if engine.outcome == Outcome.NEEDS_REVIEW.value:
         _check_review(b, engine)
 
@@ -595,9 +625,12 @@ def _check_delivery(b: _Builder, decision: DecisionRow) -> None:
 
 
 def _check_review(b: _Builder, engine: DecisionRow) -> None:
+    """The review of ``engine``, the engine's latest decision (a later one sent the request back
+    to review because a subject was shielded since)."""
     facts = b.facts
-    reviewed = [d for d in facts.decisions if d.sequence > 1]
-    started = _events(b, REVIEW_RUN_STARTED)
+    reviewed = [d for d in facts.decisions if d.sequence > engine.sequence]
+    started = [e for e in _events(b, REVIEW_RUN_STARTED)
+               if e.payload.get("decision_id") in (None, engine.id)]
     engine_rows = [f"e{e.seq}" for e in _events(b, EventKind.DECISION_RECORDED.value)
                    if e.payload.get("decision_id") == engine.id]
     if not reviewed:
@@ -685,6 +718,9 @@ def describe_event(event: AuditEvent) -> tuple[str, str]:
         return "review answer", (f"#{p.get('seq')} {p.get('verdict')} by {p.get('reviewer_id')}"
                                  f" ({p.get('role') or 'no role'}), categories "
                                  f"{_list(p.get('categories'))}; {verdict}")
+    if kind == EventKind.REQUEST_SET_ASIDE.value:
+        return "set aside", (f"at {p.get('step')}: {p.get('reason')} ({p.get('detail')}); an "
+                             "operator must act")
     if kind in ("review_overdue", "review_escalated"):
         return kind.replace("_", " "), f"deadline {p.get('deadline')}"
     return kind, ", ".join(f"{k}={_compact(v)}" for k, v in sorted(p.items()))
@@ -699,8 +735,9 @@ def _describe_decision(p: dict[str, Any]) -> tuple[str, str]:
         return "assessed: needs review", (
             f"{ground}; triggers {_list(p.get('review_triggers'))}; the proposal releases "
             f"{_list(proposal.get('released'))}{deadline}")
-    what = "decided" if p.get("sequence", 1) == 1 else "decided (review)"
-    by = "engine" if p.get("sequence", 1) == 1 else f"reviewer(s) {p.get('decided_by')}"
+    engine = p.get("decided_by", ENGINE) == ENGINE
+    what = "decided" if engine else "decided (review)"
+    by = "engine" if engine else f"reviewer(s) {p.get('decided_by')}"
     reasons = f"; reasons {_list(p.get('reason_codes'))}" if p.get("reason_codes") else ""
     withheld = f"; withheld {_list(p.get('withheld'))}" if p.get("withheld") else ""
     return what, (f"{by}: {outcome} under {ground}; released {_list(p.get('released'))}"
@@ -792,7 +829,8 @@ def timeline_of(engine: Engine, request_id: str, *, prefect_api_url: str | None,
         prefect = PrefectView(api_url=None, consulted=False, reachable=False,
                               note="not consulted (--ledger-only)")
     else:
-        prefect = read_prefect(prefect_api_url, facts.run_ids(), request_id)
+        prefect = read_prefect(prefect_api_url, facts.run_ids(), request_id,
+                               facts.review_keys())
     return build_timeline(facts, prefect, now=now or datetime.now(UTC))
 
 

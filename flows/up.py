@@ -31,13 +31,14 @@ from connectors.register_seed import ensure_register, seed_register, set_shielde
 from flows.api_cli import api_server
 from flows.deployments import DISPATCHER, DROPOFF, serve_all
 from flows.local_prefect import flow_server, local_server
-from flows.runtime import EXAMPLES_DIR
+from flows.runtime import EXAMPLES_DIR, open_ledger
+from flows.verification import check_record, checkpoint_head
 from legal_bases.errors import DisclosureError
 from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.validator import load_yaml
 from legal_bases.vocabulary import SubjectIdType
-from records.chain import verify_chain
-from records.db import open_ledger
+from records.chain import record_rotation, verify_chain
+from records.chain_keys import new_key_entry
 from records.ledger import latest_decision
 from records.models import DecisionRow, RequestRow, RequestStatus
 from records.settings import Settings, load_settings
@@ -45,8 +46,6 @@ from records.verification import (
     PROBLEM_CODES,
     RecordCounts,
     RecordReport,
-    snapshot_reader,
-    verify_record,
 )
 
 #: States in which a request waits for nobody but a person (or nothing at all).
@@ -309,6 +308,8 @@ def _print_record_report(report: RecordReport, where: str) -> None:
     head = f"seq {report.head_seq} {report.head_hash}" if report.head_seq else (
         f"(no events) {report.head_hash}")
     print(f"  chain head  {head}")
+    print(f"  checkpoints {report.checkpoints} signed checkpoint(s) of earlier heads checked "
+          "(the nightly verify-record run and `disclosure audit checkpoint` write them)")
     if report.head_seq:
         print("              write this down outside the database; next time run\n"
               f"              disclosure audit verify --expect-head "
@@ -338,8 +339,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = load_settings()
     engine = open_ledger(settings)
     try:
-        with Session(snapshot_reader(engine)) as session:
-            report = verify_record(session=session, expect_head=args.expect_head)
+        report = check_record(engine, settings, expect_head=args.expect_head)
     finally:
         engine.dispose()
     if args.json:
@@ -348,6 +348,60 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
         _print_record_report(report, where)
     return 0 if report.ok else 1
+
+
+def cmd_audit_checkpoint(_args: argparse.Namespace) -> int:
+    settings = load_settings()
+    engine = open_ledger(settings)
+    try:
+        report = check_record(engine, settings)
+        written = checkpoint_head(engine, settings, report)
+    finally:
+        engine.dispose()
+    if written is None:
+        why = "the record is broken (run `disclosure audit verify`)" if not report.ok else (
+            "the chain is empty")
+        print(f"disclosure: no checkpoint written: {why}")
+        return 1
+    checkpoint, path = written
+    print(f"Checkpoint of the chain head written to {path}")
+    print(f"  head   seq {checkpoint.seq} {checkpoint.hash} (sealed with key "
+          f"{checkpoint.key_id})")
+    print("  every `disclosure audit verify` now checks that the chain still holds it; keep a "
+          "copy elsewhere too")
+    return 0
+
+
+def cmd_audit_rotate_key(_args: argparse.Namespace) -> int:
+    settings = load_settings()
+    entry = new_key_entry()
+    key_id = entry.partition(":")[0]
+    if settings.chain_key is not None or settings.chain_key_block:
+        where = ("DISCLOSURE_CHAIN_KEY" if settings.chain_key is not None
+                 else f"the Prefect Secret block {settings.chain_key_block}")
+        print(f"The key ring is in {where}; this command changes nothing there. To rotate:\n"
+              f"  1. add this entry at the END of {where}, keeping every earlier one:\n"
+              f"       {entry}\n"
+              "  2. restart the workers, the API and `disclosure serve`; the next event they "
+              f"record is the rotation to {key_id},\n"
+              "     sealed with the new key and handed over by the old one.")
+        return 0
+    path = settings.chain_key_file
+    settings.chain_keys()  # the ring exists (made on first use) and reads
+    with path.open("a", encoding="ascii") as handle:
+        handle.write(entry + "\n")
+    engine = open_ledger(settings)
+    try:
+        with Session(engine) as session, session.begin():
+            rotated = record_rotation(session=session)
+    finally:
+        engine.dispose()
+    print(f"New chain key {key_id} added to {path} (the earlier keys stay, to verify the events "
+          "they sealed).")
+    print("The rotation is on the chain (chain_key_rotated, handed over by the old key)."
+          if rotated else "The chain is empty: its first event will be sealed with the new key.")
+    print("Restart whatever runs with the old key ring (disclosure serve, the API, workers).")
+    return 0
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -397,6 +451,20 @@ def register(sub: Any) -> None:
                              "event with that hash (catches a cut-off or rewritten tail)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=cmd_audit_verify)
+    asub.add_parser(
+        "checkpoint", help="verify the record, then write a signed checkpoint of its head to the "
+                           "checkpoint folder (outside the ledger); exit 1 if broken",
+        description="What the nightly verify-record run does: verify the whole record and, if "
+                    "it is intact, seal its chain head with the chain key and write it to "
+                    "DISCLOSURE_CHECKPOINT_DIR. Every later `audit verify` checks that the chain "
+                    "still holds every checkpoint there.").set_defaults(
+        handler=cmd_audit_checkpoint)
+    asub.add_parser(
+        "rotate-key", help="add a new chain key; the rotation is put on the chain",
+        description="With the key file (the embedded default) a new key is added to it and the "
+                    "rotation recorded at once; with DISCLOSURE_CHAIN_KEY or a Prefect Secret "
+                    "block, a new entry is printed, to add there.").set_defaults(
+        handler=cmd_audit_rotate_key)
     db = sub.add_parser("db", help="the ledger's database")
     dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", help="apply the ledger's migrations"

@@ -122,6 +122,9 @@ TIMELINE_DECIDED_WITHIN_SECONDS = 3600
 #: (cron, Europe/Amsterdam), and how many of its problems the run's artifact lists.
 VERIFY_CRON = "30 3 * * *"
 VERIFY_ARTIFACT_PROBLEMS = 50
+#: Checkpoints of the chain head (records/checkpoints.py): ``audit verify`` warns when the newest
+#: one in the checkpoint folder is older than this many hours (the nightly run writes one a day).
+CHECKPOINT_STALE_HOURS = 36
 
 #: The ledger's string columns (records/models.py, records/reviews.py), in characters. Every
 #: value a row takes from outside (a partner, a reviewer, a receiver) is held against its column's

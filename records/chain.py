@@ -1,17 +1,25 @@
-"""The audit trail as a hash chain: append events in order, verify that none was altered.
+"""The audit trail as a keyed hash chain: append events in order, verify that none was altered.
 
-Each event's ``hash`` is sha256 over the previous event's hash and the canonical JSON of the
-event's own fields (:func:`event_hash`, the one definition used by append and verify); the first
-event follows :data:`GENESIS_HASH`. ``prev_hash`` is unique in the database, so two events can
-never claim the same predecessor: the chain cannot fork, even under a bug.
+Each event's ``hash`` is an HMAC-SHA256 under a chain key (:mod:`records.chain_keys`) over the
+previous event's hash and the canonical JSON of the event's own fields, the key's id among them
+(:func:`event_hash`, the one definition used by append and verify); the first event follows
+:data:`GENESIS_HASH`. ``prev_hash`` is unique in the database, so two events can never claim the
+same predecessor: the chain cannot fork, even under a bug.
+
+The key is bound to the ledger's engine (:func:`records.db.make_engine`), never stored in the
+database: whoever can write to the database but does not hold the key cannot alter, insert or
+delete an event and re-link the chain behind it. A rotation is on the chain: when the current key
+differs from the one that sealed the head, the next append first writes a ``chain_key_rotated``
+event, sealed with the new key and carrying an HMAC under the old one (``handover``). Events a
+ledger recorded before the chain was keyed have no key id and a plain sha256; they may only come
+before the first keyed event.
 
 Appenders serialise on the chain head: on PostgreSQL with a transaction-scoped advisory lock, on
 SQLite because every write transaction begins IMMEDIATE (:mod:`records.db`). The lock is held
 until the caller's transaction ends, so keep those transactions short.
 
-What the chain proves: any change, deletion, insertion or reordering of stored events shows up in
-:func:`verify_chain` — unless the whole tail from that point was rewritten with fresh hashes, which
-is why the report carries the head hash, to be written down outside the database (anchoring).
+What the chain proves, and what it does not: see :class:`ChainWalk` and the README's reliability
+section (a tail cut off is found only against a checkpoint kept outside the database).
 """
 
 from __future__ import annotations
@@ -20,14 +28,15 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from legal_bases.table import canonical_json, sha256
-from records.errors import LedgerError
+from records.chain_keys import ChainKey, ChainKeys
+from records.errors import ChainKeyError, LedgerError
 from records.models import AuditEvent
 from records.timestamps import iso, utc
 
@@ -35,8 +44,15 @@ from records.timestamps import iso, utc
 GENESIS_HASH = "0" * 64
 #: PostgreSQL advisory lock key that serialises appenders ("LEDG" and 1).
 CHAIN_LOCK_KEY = 0x4C454447_00000001
+#: The engine execution option that carries the chain's key ring (records.db.make_engine).
+CHAIN_KEYS_OPTION = "disclosure_chain_keys"
+#: The event a key rotation writes first, sealed with the new key.
+KEY_ROTATED = "chain_key_rotated"
 
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
+#: The columns an event's hash covers, besides ``prev_hash``.
+HASHED = ("seq", "id", "occurred_at", "kind", "request_id", "actor", "flow_run_id", "payload",
+          "key_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +73,10 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """The result of :func:`verify_chain`.
+    """The result of :func:`verify_chain`: ``ok`` and the first break, if any.
 
-    ``problem`` is ``hash_mismatch`` (an event's content or hash was altered),
-    ``prev_hash_mismatch`` (an event does not follow the one before it: deleted, inserted or
-    reordered events) or ``seq_gap`` (a sequence number is missing or out of order), for the
-    first broken event ``broken_seq``. ``head_hash`` is the hash of the last event checked.
+    ``problem`` is one of :data:`LINK_PROBLEMS` for the first broken event ``broken_seq``.
+    ``head_hash`` is the hash of the last event checked.
     """
 
     ok: bool
@@ -74,11 +88,29 @@ class ChainReport:
     detail: str | None = None
 
 
+#: What can be wrong with one link of the chain.
+LINK_PROBLEMS: Mapping[str, str] = {
+    "seq_gap": "a sequence number is missing or out of order (events deleted or reordered)",
+    "prev_hash_mismatch": "the event does not follow the one before it (events deleted, "
+                          "inserted or reordered, or the event before it rewritten)",
+    "hash_mismatch": "the event's content or seal was altered (or sealed without the key)",
+    "unknown_key": "the event names a chain key that is not in the key ring: it cannot be "
+                   "verified (configure the retired key) or was forged",
+    "unkeyed_event": "an event without a chain key follows a keyed one: written by someone "
+                     "without the key",
+    "key_changed_without_rotation": "the event is sealed with another key than the one before "
+                                    "it, without a valid chain_key_rotated event",
+}
+
+
 def event_hash(*, prev_hash: str, seq: int, id: str, occurred_at: datetime, kind: str,
                request_id: str | None, actor: str, flow_run_id: str | None,
-               payload: Mapping[str, Any]) -> str:
-    """The hash of an event: sha256 over ``prev_hash`` + the canonical JSON of its other fields."""
-    body = {
+               payload: Mapping[str, Any], key_id: str | None = None,
+               key: ChainKey | None = None) -> str:
+    """The hash of an event: the HMAC-SHA256 under ``key`` (whose id must be ``key_id``) of
+    ``prev_hash`` + the canonical JSON of its other fields; without a key id, the plain sha256 of
+    a ledger written before the chain was keyed."""
+    body: dict[str, Any] = {
         "seq": seq,
         "id": id,
         "occurred_at": iso(occurred_at),
@@ -88,7 +120,23 @@ def event_hash(*, prev_hash: str, seq: int, id: str, occurred_at: datetime, kind
         "flow_run_id": flow_run_id,
         "payload": payload,
     }
-    return sha256(prev_hash + canonical_json(body))
+    if key_id is None:
+        return sha256(prev_hash + canonical_json(body))
+    if key is None or key.key_id != key_id:
+        raise ChainKeyError(f"the event is sealed with chain key {key_id}, which is not given")
+    body["key_id"] = key_id
+    return key.seal(prev_hash + canonical_json(body))
+
+
+def handover(old: ChainKey, *, prev_hash: str, new_key_id: str) -> str:
+    """The old key's proof, in a rotation event, that it handed the chain to ``new_key_id``."""
+    return old.seal(f"chain-key-handover|{prev_hash}|{new_key_id}")
+
+
+def keys_of(session: Session) -> ChainKeys | None:
+    """The key ring bound to the session's engine, or None."""
+    keys = session.connection().get_execution_options().get(CHAIN_KEYS_OPTION)
+    return keys if isinstance(keys, ChainKeys) else None
 
 
 def _plain_json(payload: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -107,15 +155,31 @@ def _lock_chain(session: Session) -> None:
 
 def chain_head(*, session: Session) -> tuple[int, str]:
     """The last event's seq and hash, or ``(0, GENESIS_HASH)`` for an empty chain."""
-    row = session.execute(
-        select(_EVENTS.c.seq, _EVENTS.c.hash).order_by(_EVENTS.c.seq.desc()).limit(1)).first()
-    return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
+    seq, head, _ = _head(session)
+    return seq, head
+
+
+def _head(session: Session) -> tuple[int, str, str | None]:
+    row = session.execute(select(_EVENTS.c.seq, _EVENTS.c.hash, _EVENTS.c.key_id)
+                          .order_by(_EVENTS.c.seq.desc()).limit(1)).first()
+    return (0, GENESIS_HASH, None) if row is None else (int(row.seq), str(row.hash), row.key_id)
+
+
+def check_head_key(*, session: Session, keys: ChainKeys) -> None:
+    """Raise :class:`ChainKeyError` unless the key that sealed the head is in ``keys`` (so the
+    next append can hand over to the current key): checked when the ledger is opened, so a
+    missing retired key stops the engine at start, not at its first write."""
+    _, _, head_key = _head(session)
+    if head_key is not None and keys.get(head_key) is None:
+        raise ChainKeyError(f"the chain's last event is sealed with key {head_key}, which is not "
+                            f"in the key ring ({', '.join(keys.ids)}): add it as a retired key")
 
 
 def append_events(*, session: Session, events: Sequence[NewEvent]) -> list[AuditEvent]:
     """Append ``events`` in order to the chain, in the caller's transaction.
 
-    Takes the chain lock, reads the head and links each event to the one before it. Nothing is
+    Takes the chain lock, reads the head and links each event to the one before it, sealed with
+    the current chain key (after a ``chain_key_rotated`` event if the key changed). Nothing is
     committed here: the events become part of the record when the caller commits, together with
     whatever they account for.
     """
@@ -128,14 +192,23 @@ def append_event_rows(*, session: Session, events: Sequence[NewEvent]) -> None:
     _append(session, events)
 
 
-def _append(session: Session, events: Sequence[NewEvent]) -> list[dict[str, Any]]:
+def _append(session: Session, events: Sequence[NewEvent], *,
+            rotating: bool = False) -> list[dict[str, Any]]:
     if not events:
         return []
+    keys = keys_of(session)
+    if keys is None:
+        raise ChainKeyError("this ledger engine has no chain key: open the ledger with "
+                            "records.db.open_ledger (or make_engine(..., chain_keys=...))")
+    key = keys.current
     session.flush()
     _lock_chain(session)
-    seq, prev_hash = chain_head(session=session)
+    seq, prev_hash, head_key = _head(session)
+    todo = list(events)
+    if seq > 0 and head_key != key.key_id and not rotating:
+        todo.insert(0, _rotation(keys, head_key, prev_hash))
     rows: list[dict[str, Any]] = []
-    for event in events:
+    for event in todo:
         seq += 1
         row: dict[str, Any] = {
             "seq": seq,
@@ -146,41 +219,126 @@ def _append(session: Session, events: Sequence[NewEvent]) -> list[dict[str, Any]
             "actor": event.actor,
             "flow_run_id": event.flow_run_id,
             "payload": _plain_json(event.payload, event.kind),
+            "key_id": key.key_id,
         }
         row["prev_hash"] = prev_hash
-        row["hash"] = prev_hash = event_hash(**row)
+        row["hash"] = prev_hash = event_hash(**row, key=key)
         rows.append(row)
     session.execute(insert(_EVENTS), rows)
     return rows
 
 
+def record_rotation(*, session: Session) -> bool:
+    """Put a key rotation on the chain now (it would otherwise come with the next event):
+    True if a ``chain_key_rotated`` event was appended, False if the head is already sealed with
+    the current key or the chain is empty."""
+    keys = keys_of(session)
+    if keys is None:
+        raise ChainKeyError("this ledger engine has no chain key")
+    _lock_chain(session)
+    seq, prev_hash, head_key = _head(session)
+    if seq == 0 or head_key == keys.current.key_id:
+        return False
+    _append(session, [_rotation(keys, head_key, prev_hash)], rotating=True)
+    return True
+
+
+def _rotation(keys: ChainKeys, head_key: str | None, prev_hash: str) -> NewEvent:
+    """The ``chain_key_rotated`` event from the head's key to the current one."""
+    new = keys.current.key_id
+    payload: dict[str, Any] = {"from_key_id": head_key, "to_key_id": new, "handover": None}
+    if head_key is not None:
+        old = keys.get(head_key)
+        if old is None:
+            raise ChainKeyError(f"the chain's last event is sealed with key {head_key}, which is "
+                                "not in the key ring: add it as a retired key")
+        payload["handover"] = handover(old, prev_hash=prev_hash, new_key_id=new)
+    return NewEvent(kind=KEY_ROTATED, occurred_at=datetime.now(UTC), actor="engine",
+                    payload=payload)
+
+
+@dataclass
+class ChainWalk:
+    """Checks the links of the chain one event at a time, in order (:meth:`step`).
+
+    Holds what a link depends on — the expected seq, the previous hash and key — and reports
+    each broken link as ``(code, detail)`` (:data:`LINK_PROBLEMS`), carrying on from what is
+    stored so that one break is reported once. Counts the unkeyed events it met.
+    """
+
+    keys: ChainKeys | None
+    expected_seq: int = 1
+    prev_hash: str = GENESIS_HASH
+    key_id: str | None = None
+    keyed: bool = False
+    unkeyed: int = 0
+
+    def step(self, row: Any) -> tuple[str, str] | None:
+        """Check one event (anything with the event's columns as attributes)."""
+        try:
+            return self._check(row)
+        finally:
+            self.expected_seq, self.prev_hash = int(row.seq) + 1, str(row.hash)
+            self.key_id = row.key_id
+            self.keyed = self.keyed or row.key_id is not None
+            self.unkeyed += row.key_id is None
+
+    def _check(self, row: Any) -> tuple[str, str] | None:
+        seq = int(row.seq)
+        if seq != self.expected_seq:
+            return "seq_gap", f"expected seq {self.expected_seq}, found seq {seq}"
+        if row.prev_hash != self.prev_hash:
+            return "prev_hash_mismatch", "prev_hash does not equal the hash of the event before it"
+        if row.key_id is None:
+            if self.keyed:
+                return "unkeyed_event", "an event without a chain key after keyed events"
+            key = None
+        else:
+            key = self.keys.get(row.key_id) if self.keys is not None else None
+            if key is None:
+                return "unknown_key", f"sealed with chain key {row.key_id}, not in the key ring"
+        fields = {name: getattr(row, name) for name in HASHED}
+        if event_hash(prev_hash=row.prev_hash, key=key, **fields) != row.hash:
+            return "hash_mismatch", "the stored hash does not match the event's content"
+        if seq > 1 and self.keyed and row.key_id != self.key_id:
+            return self._rotation(row)
+        return None
+
+    def _rotation(self, row: Any) -> tuple[str, str] | None:
+        payload = row.payload if isinstance(row.payload, Mapping) else {}
+        if (row.kind != KEY_ROTATED or payload.get("from_key_id") != self.key_id
+                or payload.get("to_key_id") != row.key_id):
+            return ("key_changed_without_rotation",
+                    f"sealed with key {row.key_id} after key {self.key_id}, and it is not their "
+                    "chain_key_rotated event")
+        old = self.keys.get(self.key_id) if self.keys is not None else None
+        if old is None:
+            return "unknown_key", f"the rotation's old key {self.key_id} is not in the key ring"
+        given = payload.get("handover")
+        if not isinstance(given, str) or not old.verifies(
+                f"chain-key-handover|{row.prev_hash}|{row.key_id}", given):
+            return ("key_changed_without_rotation", f"the rotation to key {row.key_id} carries no "
+                    f"valid handover by key {self.key_id}")
+        return None
+
+
 def verify_chain(*, session: Session, batch_size: int = 2000) -> ChainReport:
     """Recompute the whole chain from the genesis and report the first break, if any."""
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
-    head_seq: int | None = None
+    walk = ChainWalk(keys_of(session))
+    checked, head_seq = 0, None
     result = session.execute(
         select(_EVENTS).order_by(_EVENTS.c.seq).execution_options(yield_per=batch_size))
     try:
-        for row in result.mappings():
-            seq = int(row["seq"])
-            problem: tuple[str, str] | None = None
-            if seq != expected_seq:
-                problem = ("seq_gap", f"expected seq {expected_seq}, found {seq}")
-            elif row["prev_hash"] != prev_hash:
-                problem = ("prev_hash_mismatch",
-                           "prev_hash does not equal the hash of the event before it")
-            elif event_hash(**{k: row[k] for k in _HASHED}) != row["hash"]:
-                problem = ("hash_mismatch", "the stored hash does not match the event's content")
+        for row in result:
+            prev_hash = walk.prev_hash
+            problem = walk.step(row)
             if problem is not None:
                 return ChainReport(ok=False, events_checked=checked, head_seq=head_seq,
-                                   head_hash=prev_hash, broken_seq=seq, problem=problem[0],
-                                   detail=problem[1])
+                                   head_hash=prev_hash, broken_seq=int(row.seq),
+                                   problem=problem[0], detail=problem[1])
             checked += 1
-            expected_seq, prev_hash, head_seq = seq + 1, row["hash"], seq
+            head_seq = int(row.seq)
     finally:
         result.close()
-    return ChainReport(ok=True, events_checked=checked, head_seq=head_seq, head_hash=prev_hash)
-
-
-_HASHED = ("prev_hash", "seq", "id", "occurred_at", "kind", "request_id", "actor", "flow_run_id",
-           "payload")
+    return ChainReport(ok=True, events_checked=checked, head_seq=head_seq,
+                       head_hash=walk.prev_hash)

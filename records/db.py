@@ -16,8 +16,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from records.chain import CHAIN_KEYS_OPTION, check_head_key
+from records.chain_keys import ChainKeys
 from records.settings import Settings
 
 PACKAGE_DIR = Path(__file__).parent
@@ -44,12 +47,18 @@ def _is_memory(url: URL) -> bool:
     return url.database in {None, "", ":memory:"} or url.query.get("mode") == "memory"
 
 
-def make_engine(url: str | URL, **engine_options: Any) -> Engine:
+def make_engine(url: str | URL, *, chain_keys: ChainKeys | None = None,
+                **engine_options: Any) -> Engine:
     """An engine for the ledger at ``url`` (SQLite or PostgreSQL), set up as described above.
 
-    An in-memory SQLite URL (``sqlite://``) gets one shared connection (``StaticPool``), so the
-    database lives as long as the engine; use it from one thread at a time.
+    ``chain_keys`` is the key ring that seals the audit chain; an engine without one can read
+    and verify unkeyed events but cannot append. An in-memory SQLite URL (``sqlite://``) gets one
+    shared connection (``StaticPool``), so the database lives as long as the engine; use it from
+    one thread at a time.
     """
+    if chain_keys is not None:
+        engine_options["execution_options"] = {
+            **engine_options.get("execution_options", {}), CHAIN_KEYS_OPTION: chain_keys}
     parsed = database_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -123,11 +132,19 @@ def ensure_database_folder(url: str | URL) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_ledger(settings: Settings) -> Engine:
-    """The ledger's engine, with its data folder created and its schema migrated."""
+def open_ledger(settings: Settings, *, chain_keys: ChainKeys | None = None) -> Engine:
+    """The ledger's engine, with its data folder created, its schema migrated and its chain key
+    ring bound (``chain_keys``, else the settings' own: :meth:`Settings.chain_keys`).
+
+    Raises :class:`~records.errors.ChainKeyError` if the key that sealed the chain's last event
+    is not in the ring: the engine would stop at its first write otherwise.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(settings.resolved_database_url)
     ensure_database_folder(url)
-    engine = make_engine(url)
+    keys = chain_keys or settings.chain_keys()
+    engine = make_engine(url, chain_keys=keys)
     migrate(engine)
+    with Session(engine) as session:
+        check_head_key(session=session, keys=keys)
     return engine

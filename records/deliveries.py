@@ -42,7 +42,7 @@ class DeliveryItem:
     flow_run_id: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     #: the categories the document carried (the decision's release; ``audit verify`` holds the
-    #: two against each other)
+    #: two against each other; the delivery step always says, other recorders may not)
     released: tuple[str, ...] = ()
 
     @property
@@ -106,7 +106,8 @@ def record_deliveries(*, session: Session, items: Sequence[DeliveryItem]) -> lis
             payload={"state": RequestState.DELIVERED.value, "delivery_id": row.id,
                      "decision_id": row.decision_id, "destination": row.destination,
                      "status": row.status, "receipt_sha256": row.receipt.get("sha256"),
-                     "released": sorted(item.released), **item.counts})
+                     **({"released": sorted(item.released)} if item.released else {}),
+                     **item.counts})
             for row, item in zip(rows, items, strict=True)])
     return rows
 

@@ -37,6 +37,10 @@ class RequestNotFoundError(LedgerError):
         super().__init__(f"no request with id {request_id} in the ledger")
 
 
+class ChainKeyError(LedgerError):
+    """Raised when the chain's key ring is missing, malformed, or lacks a key the chain needs."""
+
+
 class PseudonymKeyError(LedgerError):
     """Raised when the pseudonym key is missing, malformed or too short."""
 

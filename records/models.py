@@ -67,6 +67,7 @@ DESTINATION_LENGTH = limits.COLUMN_DESTINATION_LENGTH
 IDEMPOTENCY_KEY_LENGTH = limits.COLUMN_IDEMPOTENCY_KEY_LENGTH
 STATUS_LENGTH = limits.COLUMN_STATUS_LENGTH
 KIND_LENGTH = limits.COLUMN_KIND_LENGTH
+KEY_ID_LENGTH = limits.COLUMN_KEY_ID_LENGTH
 
 #: The tables that are the record: insert-only, guarded by triggers in the migration.
 APPEND_ONLY_TABLES: tuple[str, ...] = (
@@ -230,8 +231,9 @@ class DeliveryRow(SQLModel, table=True):
 class AuditEvent(SQLModel, table=True):
     """One link of the hash chain (insert-only); see :mod:`records.chain`.
 
-    ``hash`` is sha256 over ``prev_hash`` and the canonical JSON of every other field
-    (:func:`records.chain.event_hash`); ``prev_hash`` is unique, so the chain cannot fork. The
+    ``hash`` is the HMAC-SHA256, under the chain key ``key_id``, of ``prev_hash`` and the canonical
+    JSON of every other field (:func:`records.chain.event_hash`); ``prev_hash`` is unique, so the
+    chain cannot fork. The
     payload carries ids, outcomes, categories, counts and pseudonyms — never personal data.
     """
 
@@ -257,6 +259,9 @@ class AuditEvent(SQLModel, table=True):
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(sa_column=Column(String(HASH_LENGTH), nullable=False))
     hash: str = Field(sa_column=Column(String(HASH_LENGTH), nullable=False))
+    # The chain key that sealed the event (records.chain_keys); None for the events of a ledger
+    # written before the chain was keyed (0.3.0), whose hash is a plain sha256.
+    key_id: str | None = Field(default=None, sa_column=Column(String(KEY_ID_LENGTH)))
 
 
 class RequestStatus(SQLModel, table=True):

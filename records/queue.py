@@ -47,6 +47,26 @@ def claim_requests(*, session: Session, worker: str, limit: int, lease: timedelt
     return claimed
 
 
+def claim_these(*, session: Session, worker: str, request_ids: Sequence[str],
+                lease: timedelta, now: datetime,
+                states: Sequence[RequestState] = WAITING) -> list[str]:
+    """Claim those of ``request_ids`` that wait in ``states`` and hold no live lease of another
+    worker (a review run taking over its own request from the dispatcher, say)."""
+    now = utc(now, name="now")
+    query = (select(_STATUS.c.request_id)
+             .where(and_(_STATUS.c.request_id.in_(list(request_ids)),
+                         _STATUS.c.state.in_([s.value for s in states]),
+                         or_(_STATUS.c.claimed_until.is_(None), _STATUS.c.claimed_until < now,
+                             _STATUS.c.claimed_by == worker))))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    claimed = list(session.execute(query).scalars())
+    if claimed:
+        session.execute(update(_STATUS).where(_STATUS.c.request_id.in_(claimed))
+                        .values(claimed_by=worker, claimed_until=now + lease))
+    return claimed
+
+
 def release_claims(*, session: Session, worker: str, request_ids: Sequence[str]) -> None:
     """Give up ``worker``'s claims on ``request_ids`` (claims of other workers stay)."""
     for start in range(0, len(request_ids), 500):

@@ -85,6 +85,8 @@ SUBSTANCE = ("outcome", "released", "withheld", "reason_codes", "reason_categori
 _SPECIAL = frozenset(c.value for c in SPECIAL_CATEGORIES)
 SHIELDED_NOTE = ("review trigger shielded_subject taken from the recorded decision: it comes "
                  "from the source register, which replay does not consult")
+SHIELDED_AGAIN_NOTE = ("a subject was shielded after the decision in force (taken from the "
+                       "record: the source register said so when the delivery read it)")
 
 
 # --- reading a recorded submission ---------------------------------------------------------------
@@ -545,18 +547,29 @@ def _replay_one(request: _Row, decisions: list[_Row], answers: tuple[Answer, ...
         return Replay(status=ReplayStatus.CANNOT_REPLAY,
                       problem=f"the request cannot be assessed again: {exc}", **common)
     replayed = _as_recorded(decision)
-    differences = list(compare(recorded, replayed,
-                               fields=SUBSTANCE if against is not None else COMPARED))
+    fields = SUBSTANCE if against is not None else COMPARED
+    differences = list(compare(recorded, replayed, fields=fields))
     if engine_row.sequence != 1 or engine_row.decided_by != ENGINE:
         differences.append(Difference("decided_by", f"{engine_row.decided_by} (decision "
                                       f"{engine_row.sequence})", f"{ENGINE} (decision 1)"))
+    # A later decision of the engine sent the request back to review: a subject was shielded
+    # after the decision in force (the register said so when the delivery read it). It must be
+    # the engine's decision with the shielded-subject trigger.
+    cycles = _cycles(decisions)
+    if len(cycles) > 1:
+        again = _as_recorded(with_review_trigger(decision, ReviewTrigger.SHIELDED_SUBJECT))
+        for row, _ in cycles[1:]:
+            differences += [Difference(f"decision {row.sequence} {d.field}", d.recorded,
+                                       d.replayed)
+                            for d in compare(_recorded(row), again, fields=fields)]
+        notes.append(f"decision(s) {', '.join(str(r.sequence) for r, _ in cycles[1:])} sent the "
+                     "request back to review: " + SHIELDED_AGAIN_NOTE)
     if against is not None:
         notes += _current_notes(recorded, replayed)
     review = None
     if engine_row.outcome == Outcome.NEEDS_REVIEW.value or len(decisions) > 1 or answers:
         try:
-            review = _review(engine_row, decisions[1:], answers, decision,
-                             None if against is not None else table)
+            review = _reviews(cycles, answers, decision, None if against is not None else table)
         except ValueError as exc:  # a recorded category, verdict ... outside the vocabulary
             review = ReviewAccount(proposal=engine_row.proposal, answers=answers, decisions=(),
                                    checks=(Check("readable", False, f"the review does not read "
@@ -606,6 +619,50 @@ class _Decisive:
     first: Answer | None
     last: Answer
     release: tuple[Category, ...]
+
+
+def _cycles(decisions: Sequence[_Row]) -> list[tuple[_Row, list[_Row]]]:
+    """The decisions in review cycles: the first decision with the ones after it, up to a later
+    decision of the engine that sent the request back to review (``needs_review``: a subject
+    shielded since), which opens the next. Any other later decision stays in its cycle, where
+    the review account finds nothing that explains it."""
+    cycles: list[tuple[_Row, list[_Row]]] = []
+    for row in decisions:
+        if not cycles or (row.decided_by == ENGINE
+                          and row.outcome == Outcome.NEEDS_REVIEW.value):
+            cycles.append((row, []))
+        else:
+            cycles[-1][1].append(row)
+    return cycles
+
+
+def _reviews(cycles: Sequence[tuple[_Row, list[_Row]]], answers: tuple[Answer, ...],
+             engine: Decision, table: GroundTable | None) -> ReviewAccount:
+    """The review account over every cycle: each cycle's answers are those given after its
+    engine decision and before the next; the checks of each cycle (named by the engine decision
+    they answer when there is more than one cycle)."""
+    if len(cycles) == 1:
+        row, later = cycles[0]
+        return _review(row, later, answers, engine, table)
+    accounts: list[ReviewAccount] = []
+    for i, (row, later) in enumerate(cycles):
+        until = cycles[i + 1][0].decided_at if i + 1 < len(cycles) else None
+        mine = tuple(a for a in answers if a.answered_at >= row.decided_at
+                     and (until is None or a.answered_at < until))
+        cycle_engine = engine if i == 0 else with_review_trigger(
+            engine, ReviewTrigger.SHIELDED_SUBJECT)
+        account = _review(row, later, mine, cycle_engine, table)
+        accounts.append(_with(account, [Check(c.name, c.ok, f"decision {row.sequence}: {c.detail}")
+                                        for c in account.checks]))
+    counted = sum(len(a.answers) for a in accounts)
+    checks = [c for a in accounts for c in a.checks]
+    if counted != len(answers):
+        checks.append(Check("explained", False, f"{len(answers) - counted} review answer(s) "
+                            "were given before the engine sent the request to review"))
+    last = accounts[-1]
+    return ReviewAccount(proposal=last.proposal, answers=answers,
+                         decisions=tuple(d for a in accounts for d in a.decisions),
+                         checks=tuple(checks), pending=last.pending)
 
 
 def _review(engine_row: _Row, later: Sequence[_Row], answers: tuple[Answer, ...],

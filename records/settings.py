@@ -10,16 +10,20 @@ import contextlib
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from legal_bases import limits
 from legal_bases.table import GroundTable, load_table
-from records.errors import PseudonymKeyError
+from records.chain_keys import ChainKeys, new_key_entry, parse_keyring
+from records.errors import ChainKeyError, PseudonymKeyError
 
-#: Name of the key file created under ``data_dir`` when no key is configured.
+#: Names of the key files created under ``data_dir`` when no key is configured.
 PSEUDONYM_KEY_FILE = "pseudonym.key"
+CHAIN_KEY_FILE = "chain.keys"
 #: Bytes of a generated pseudonym key, and the fewest a configured key may have.
 PSEUDONYM_KEY_BYTES = 32
 
@@ -43,6 +47,14 @@ class Settings(BaseSettings):
       past its deadline; unset, the notification is a warning in the run's log.
     * ``prefect_port``: the port of the local Prefect server ``disclosure up`` starts when
       ``PREFECT_API_URL`` does not name another server.
+    * ``chain_key``: the key ring that seals the audit chain (:mod:`records.chain_keys`); or
+      ``chain_key_block``, the name of a Prefect Secret block holding it (read by the flows);
+      default a key file in ``data_dir``, made on first use. Losing it makes the chain
+      unverifiable: keep it (and every retired key) apart from the database, and back it up.
+    * ``checkpoint_dir``: where signed checkpoints of the chain head are written (outside the
+      ledger; ``audit verify`` checks every one it finds there); default under ``data_dir``.
+    * ``claim_lease_seconds``: how long a worker's claim on a request holds unless renewed (a
+      crashed worker's requests are taken over after at most this long).
     """
 
     model_config = SettingsConfigDict(env_prefix="DISCLOSURE_", extra="forbid")
@@ -59,6 +71,10 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     prefect_port: int = 4200
     escalation_webhook_url: str | None = None
+    chain_key: SecretStr | None = None
+    chain_key_block: str | None = None
+    checkpoint_dir: Path | None = None
+    claim_lease_seconds: float = limits.CLAIM_LEASE_SECONDS
 
     @property
     def resolved_database_url(self) -> str:
@@ -81,14 +97,39 @@ class Settings(BaseSettings):
         return self.outbox_dir or self.data_dir / "outbox"
 
     @property
+    def resolved_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir or self.data_dir / "checkpoints"
+
+    @property
     def pseudonym_key_file(self) -> Path:
         return self.data_dir / PSEUDONYM_KEY_FILE
+
+    @property
+    def chain_key_file(self) -> Path:
+        return self.data_dir / CHAIN_KEY_FILE
 
     def pseudonym_key_bytes(self) -> bytes:
         """The pseudonym key: the configured one, else the key file (created on first use)."""
         if self.pseudonym_key is not None:
             return _parse_key(self.pseudonym_key.get_secret_value(), "DISCLOSURE_PSEUDONYM_KEY")
-        return _key_file(self.pseudonym_key_file)
+        path = self.pseudonym_key_file
+        return _parse_key(_key_file(path, lambda: secrets.token_hex(PSEUDONYM_KEY_BYTES)),
+                          str(path))
+
+    def chain_keys(self) -> ChainKeys:
+        """The chain's key ring: ``DISCLOSURE_CHAIN_KEY``, else the key file (made on first use).
+
+        A ring in a Prefect Secret block (``DISCLOSURE_CHAIN_KEY_BLOCK``) is read by the flows,
+        which pass it on; here it is an error to rely on one.
+        """
+        if self.chain_key_block:
+            raise ChainKeyError("the chain key ring is in the Prefect Secret block "
+                                f"{self.chain_key_block!r}: open the ledger through "
+                                "flows.runtime.open_ledger, which reads it")
+        if self.chain_key is not None:
+            return parse_keyring(self.chain_key.get_secret_value(), "DISCLOSURE_CHAIN_KEY")
+        path = self.chain_key_file
+        return parse_keyring(_key_file(path, new_key_entry), str(path))
 
     def ground_table(self) -> GroundTable:
         """The table of grounds from ``grounds_dir``, or the shipped one."""
@@ -112,8 +153,8 @@ def _parse_key(text: str, where: str) -> bytes:
     return key
 
 
-def _key_file(path: Path) -> bytes:
-    """Read the key file, or create it atomically (mode 0600) if it does not exist yet.
+def _key_file(path: Path, make: Callable[[], str]) -> str:
+    """Read the key file, or create it atomically (mode 0600) holding ``make()``.
 
     The key is written to a private temporary file first and then linked into place, which fails
     if another process won the race; then that process's key is read. A half-written key file
@@ -121,15 +162,15 @@ def _key_file(path: Path) -> bytes:
     """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
                 os.fchmod(handle.fileno(), 0o600)
-                handle.write(secrets.token_hex(PSEUDONYM_KEY_BYTES) + "\n")
+                handle.write(make() + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
         finally:
             os.unlink(tmp)
-    return _parse_key(path.read_text("ascii"), str(path))
+    return path.read_text("ascii")

@@ -37,17 +37,22 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Table, not_, select
 from sqlalchemy.orm import Session
 
 from legal_bases.errors import DisclosureError
-from legal_bases.limits import VERIFY_BATCH_SIZE, VERIFY_PROBLEMS_LISTED
+from legal_bases.limits import (
+    CHECKPOINT_STALE_HOURS,
+    VERIFY_BATCH_SIZE,
+    VERIFY_PROBLEMS_LISTED,
+)
 from legal_bases.table import canonical_json, sha256, table_from_snapshot
 from legal_bases.vocabulary import Outcome
-from records.chain import GENESIS_HASH, event_hash
+from records.chain import LINK_PROBLEMS, ChainWalk, keys_of
+from records.checkpoints import FoundCheckpoints, checkpoint_problem
 from records.db import read_only
 from records.ledger import body_hash
 from records.models import (
@@ -80,13 +85,22 @@ _ACTING = (*_RELEASING, Outcome.NEEDS_REVIEW.value)
 #: What each problem code means; a report names the code, this says it in words.
 PROBLEM_CODES: Mapping[str, str] = {
     # the chain
-    "seq_gap": "a sequence number is missing or out of order (events deleted or reordered)",
-    "prev_hash_mismatch": "the event does not follow the one before it (events deleted, "
-                          "inserted or reordered, or the event before it rewritten)",
-    "hash_mismatch": "the event's content or hash was altered",
+    **LINK_PROBLEMS,
+    "unkeyed_events": "events from before the chain was keyed (a plain sha256) are in the chain "
+                      "(warning)",
     "anchor_mismatch": "the event at the anchored sequence number no longer has the anchored "
                        "hash (the chain was rewritten from there)",
     "anchor_missing": "the chain no longer reaches the anchored event (its tail was cut off)",
+    "checkpoint_mismatch": "the event at a checkpoint's sequence number no longer has the "
+                           "checkpoint's hash (the chain was rewritten from there)",
+    "checkpoint_missing": "the chain no longer reaches a checkpoint's event (its tail was cut "
+                          "off)",
+    "checkpoint_forged": "a checkpoint's signature is not the chain key's seal of it",
+    "checkpoint_unverifiable": "a checkpoint is sealed with a key that is not in the key ring",
+    "checkpoint_unreadable": "a file in the checkpoint folder does not read as a checkpoint",
+    "no_checkpoint": "the checkpoint folder holds no checkpoint (warning)",
+    "checkpoint_stale": "the newest checkpoint is older than the nightly run would leave it "
+                        "(warning)",
     # events that cannot stand for a row
     "malformed_event": "an event lacks the id of the row it records",
     "duplicate_event": "a second event claims to record the same row",
@@ -205,6 +219,8 @@ class RecordReport:
     problems: tuple[RecordProblem, ...]
     breaks: int
     warnings: int
+    #: how many checkpoints from the checkpoint folder carried a valid seal and were checked
+    checkpoints: int = 0
 
     @property
     def chain_ok(self) -> bool:
@@ -224,6 +240,7 @@ class RecordReport:
             "expected_head": (None if self.expected_head is None else
                               {"seq": self.expected_head[0], "hash": self.expected_head[1]}),
             "anchor_ok": self.anchor_ok,
+            "checkpoints": self.checkpoints,
             "checked": self.counts.to_dict(),
             "breaks": self.breaks,
             "warnings": self.warnings,
@@ -244,14 +261,20 @@ def snapshot_reader(engine: Engine) -> Engine:
 
 def verify_record(*, session: Session, batch_size: int = VERIFY_BATCH_SIZE,
                   expect_head: tuple[int, str] | None = None,
+                  checkpoints: FoundCheckpoints | None = None, now: datetime | None = None,
                   problems_listed: int = VERIFY_PROBLEMS_LISTED) -> RecordReport:
     """Verify the chain, the snapshots and every row of the record against its event.
 
     ``expect_head`` is an anchor ``(seq, hash)`` written down earlier: the chain must still hold
-    the event ``seq`` with that ``hash``. Reads only; streams every table in batches of
-    ``batch_size`` rows.
+    the event ``seq`` with that ``hash``. ``checkpoints`` are the signed checkpoints found in the
+    checkpoint folder (:func:`records.checkpoints.read_checkpoints`): each must carry the chain
+    key's seal and be held by the chain like an anchor; the newest must not be older than
+    :data:`~legal_bases.limits.CHECKPOINT_STALE_HOURS` at ``now``. Reads only; streams every
+    table in batches of ``batch_size`` rows.
     """
-    return _Verifier(session, batch_size, expect_head, problems_listed).run()
+    verifier = _Verifier(session, batch_size, expect_head, problems_listed)
+    verifier.checkpoints(checkpoints, now or datetime.now(UTC))
+    return verifier.run()
 
 
 # --- what an event says about its row, and what the row says -----------------------------------
@@ -262,7 +285,7 @@ def verify_record(*, session: Session, batch_size: int = VERIFY_BATCH_SIZE,
 # read again to name the fields.
 
 _EVENT_COLUMNS = ("seq", "id", "occurred_at", "kind", "request_id", "actor", "flow_run_id",
-                  "payload", "prev_hash", "hash")
+                  "payload", "prev_hash", "hash", "key_id")
 
 _REQUEST_FIELDS = ("valid", "partner_id", "requester_body", "channel", "reference", "legal_basis",
                    "body_hash", "correlation_id", "purpose", "reference_date", "due_date",
@@ -465,10 +488,52 @@ class _Verifier:
         self.anchor_ok: bool | None = None if expect_head is None else False
         self.counts: dict[str, int] = {}
         self.expected = _Expected()
+        #: seq -> (hash, what it comes from, problem code if the chain does not hold it)
+        self.anchors: dict[int, list[tuple[str, str, str]]] = {}
+        if expect_head is not None:
+            self.anchors.setdefault(expect_head[0], []).append(
+                (expect_head[1], "the anchored event", "anchor"))
+        self.checkpoints_held = 0
+        self.freshness: tuple[str, datetime | None, datetime] | None = None
         self._category_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def checkpoints(self, found: FoundCheckpoints | None, now: datetime) -> None:
+        """Take the checkpoints of the folder as anchors, once their seals are checked."""
+        if found is None:
+            return
+        keys = keys_of(self.session)
+        for name, reason in found.unreadable:
+            self._found("checkpoint_unreadable", "checkpoints", f"{name}: {reason}")
+        for name, checkpoint in found.checkpoints:
+            problem = checkpoint_problem(checkpoint, keys)
+            if problem is not None:
+                code = ("checkpoint_unverifiable" if "not in the key ring" in problem
+                        else "checkpoint_forged")
+                self._found(code, "checkpoints", f"{name}: {problem}", seq=checkpoint.seq)
+                continue
+            self.anchors.setdefault(checkpoint.seq, []).append(
+                (checkpoint.hash, f"checkpoint {name}", "checkpoint"))
+            self.checkpoints_held += 1
+        self.freshness = (found.folder, max((c.written_at for _, c in found.checkpoints),
+                                            default=None), now)
+
+    def _fresh(self) -> None:
+        """Warn when a chain with events has no checkpoint, or only old ones."""
+        if self.freshness is None:
+            return
+        folder, newest, now = self.freshness
+        if newest is None:
+            self._found("no_checkpoint", "checkpoints", f"{folder} holds no checkpoint: a tail "
+                        "cut off the chain would not be found", warning=True)
+        elif now - newest > timedelta(hours=CHECKPOINT_STALE_HOURS):
+            self._found("checkpoint_stale", "checkpoints", f"the newest checkpoint was written "
+                        f"{newest.isoformat(timespec='seconds')}: is the nightly verification "
+                        "running?", warning=True)
 
     def run(self) -> RecordReport:
         head_seq, head_hash = self._chain()
+        if head_seq:
+            self._fresh()
         snapshots = self._snapshots()
         self._subjects()
         self._requests()
@@ -481,7 +546,7 @@ class _Verifier:
             ok=self.breaks == 0, counts=RecordCounts(**self.counts), head_seq=head_seq,
             head_hash=head_hash, first_break=self.first_break, expected_head=self.expect_head,
             anchor_ok=self.anchor_ok, problems=tuple(self.problems), breaks=self.breaks,
-            warnings=self.warnings)
+            warnings=self.warnings, checkpoints=self.checkpoints_held)
 
     # -- bookkeeping
 
@@ -522,38 +587,32 @@ class _Verifier:
 
     def _chain(self) -> tuple[int | None, str]:
         """Walk the events in order: check each link, remember what each says about its row."""
-        expected_seq, prev_hash = 1, GENESIS_HASH
+        walk = ChainWalk(keys_of(self.session))
         head_seq: int | None = None
-        anchor_seen = False
         for row in self._stream(_EVENTS, _EVENT_COLUMNS, ("seq",)):
             seq = int(row.seq)
-            problem: tuple[str, str] | None = None
-            if seq != expected_seq:
-                problem = ("seq_gap", f"expected seq {expected_seq}, found seq {seq}")
-            elif row.prev_hash != prev_hash:
-                problem = ("prev_hash_mismatch",
-                           "prev_hash does not equal the hash of the event before it")
-            elif event_hash(prev_hash=row.prev_hash, seq=seq, id=row.id,
-                            occurred_at=row.occurred_at, kind=row.kind,
-                            request_id=row.request_id, actor=row.actor,
-                            flow_run_id=row.flow_run_id, payload=row.payload) != row.hash:
-                problem = ("hash_mismatch", "the stored hash does not match the event's content")
+            problem = walk.step(row)
             if problem is not None:
                 self._chain_break(problem[0], f"{problem[1]} (a {row.kind} event)", seq)
-            if self.expect_head is not None and seq == self.expect_head[0]:
-                anchor_seen = True
-                self.anchor_ok = row.hash == self.expect_head[1]
-                if not self.anchor_ok:
-                    self._chain_break("anchor_mismatch", "the anchored event now has another "
-                                      "hash: the chain was rewritten from here or before", seq)
-            # carry on from what is stored, so a break is reported once, not at every event after
-            expected_seq, prev_hash, head_seq = seq + 1, row.hash, seq
+            for anchored_hash, what, kind in self.anchors.pop(seq, []):
+                held = row.hash == anchored_hash
+                if kind == "anchor":
+                    self.anchor_ok = held
+                if not held:
+                    self._chain_break(f"{kind}_mismatch", f"{what} has another hash now: the "
+                                      "chain was rewritten from here or before", seq)
+            # the walk carries on from what is stored, so a break is reported once
+            head_seq = seq
             self._remember(row)
-        if self.expect_head is not None and not anchor_seen:
-            anchor_seq = self.expect_head[0]
-            self._chain_break("anchor_missing", f"the chain ends at seq {head_seq or 0}, before "
-                              f"the anchored seq {anchor_seq}: events were cut off", anchor_seq)
-        return head_seq, prev_hash
+        if walk.unkeyed:
+            self._found("unkeyed_events", "audit_events", f"{walk.unkeyed} event(s) from before "
+                        "the chain was keyed carry a plain sha256: only a checkpoint or anchor "
+                        "written down outside the database protects them", warning=True)
+        for seq, anchored in sorted(self.anchors.items()):
+            for _, what, kind in anchored:
+                self._chain_break(f"{kind}_missing", f"the chain ends at seq {head_seq or 0}, "
+                                  f"before {what} at seq {seq}: events were cut off", seq)
+        return head_seq, walk.prev_hash
 
     def _chain_break(self, code: str, detail: str, seq: int) -> None:
         problem = self._found(code, "audit_events", detail, seq=seq)

@@ -27,10 +27,18 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
 from legal_bases.table import GroundTable, load_table
+from records.chain_keys import ChainKey, ChainKeys
 from records.db import database_url, make_engine, migrate
 
 POSTGRES_URL = os.environ.get("DISCLOSURE_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+#: The key ring that seals the test ledgers' audit chains (a fixed key: tests that tamper with a
+#: ledger as an insider holding the key use it too).
+TEST_CHAIN_KEYS = ChainKeys(current=ChainKey("test-key-1", bytes(range(32))))
+#: The same ring as ``DISCLOSURE_CHAIN_KEY`` takes it, for the commands a test runs on such a
+#: ledger.
+TEST_CHAIN_KEY_RING = f"test-key-1:{bytes(range(32)).hex()}"
 
 #: Parameters of ``ledger_engine``; pass a subset with ``indirect=True`` to narrow a test.
 LEDGER_BACKENDS = [
@@ -88,7 +96,8 @@ def _postgres_engine(server: URL) -> Iterator[Engine]:
     try:
         with admin.begin() as connection:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
-        engine = make_engine(server.update_query_dict({"options": f"-csearch_path={schema}"}))
+        engine = make_engine(server.update_query_dict({"options": f"-csearch_path={schema}"}),
+                             chain_keys=TEST_CHAIN_KEYS)
         try:
             yield engine
         finally:
@@ -108,10 +117,10 @@ def ledger_on(backend: str, request: pytest.FixtureRequest, folder: Path) -> Ite
             engine = stack.enter_context(
                 _postgres_engine(request.getfixturevalue("postgres_server")))
         elif backend == "sqlite":
-            engine = make_engine(f"sqlite:///{folder / 'ledger.db'}")
+            engine = make_engine(f"sqlite:///{folder / 'ledger.db'}", chain_keys=TEST_CHAIN_KEYS)
             stack.callback(engine.dispose)
         elif backend == "sqlite-memory":
-            engine = make_engine("sqlite://")
+            engine = make_engine("sqlite://", chain_keys=TEST_CHAIN_KEYS)
             stack.callback(engine.dispose)
         else:
             raise ValueError(f"unknown ledger backend {backend!r}")

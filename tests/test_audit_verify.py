@@ -13,7 +13,10 @@ against the event that recorded it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 import time
 import uuid
@@ -25,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _postgres_engine, ledger_on
+from conftest import TEST_CHAIN_KEYS, _postgres_engine, ledger_on
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -37,11 +41,20 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlmodel import Session
 
 from flows.cli import main
+from flows.runtime import open_ledger
 from flows.synthetic_history import History, write_history
-from flows.verification import ARTIFACT_KEY, BROKEN, VERIFIED, verify_record_flow
+from flows.verification import (
+    ARTIFACT_KEY,
+    BROKEN,
+    CHECKPOINT_ARTIFACT_KEY,
+    VERIFIED,
+    verify_record_flow,
+)
 from legal_bases.table import GroundTable, canonical_json, sha256
-from records.chain import event_hash
-from records.db import open_ledger
+from records.chain import NewEvent, append_events, event_hash
+from records.chain_keys import new_key_entry
+from records.db import open_ledger as records_open_ledger
+from records.errors import ChainKeyError
 from records.models import (
     AuditEvent,
     DecisionRow,
@@ -145,7 +158,11 @@ def event_of(connection: Connection, kind: str, key: str, value: str) -> dict[st
 
 
 def rehash(row: dict[str, Any]) -> str:
-    return event_hash(**{k: v for k, v in row.items() if k != "hash"})
+    """The seal of an event as an insider holding the chain key computes it (a forged event
+    without a ``key_id`` gets the current key's, as the engine would give it)."""
+    row.setdefault("key_id", TEST_CHAIN_KEYS.current.key_id)
+    return event_hash(**{k: v for k, v in row.items() if k != "hash"},
+                      key=TEST_CHAIN_KEYS.current)
 
 
 def renumber(connection: Connection, *, from_seq: int, by: int) -> None:
@@ -359,7 +376,7 @@ def test_a_forged_event_appended_with_a_valid_link_is_found_by_its_missing_row(
         forged["hash"] = rehash(forged)
         db.execute(insert(EVENTS), [forged])
         report = verify(db)
-    assert report.chain_ok  # anyone can compute a hash: the chain alone cannot tell
+    assert report.chain_ok  # the key's holder can seal a link: the chain alone cannot tell
     assert not report.ok
     assert broken_on(report, "event_without_decision") == [(None, forged["seq"])]
     assert [p.code for p in report.problems if p.warning] == ["status_mismatch"]
@@ -377,11 +394,13 @@ def test_a_decision_row_with_widened_categories_is_found(ledger: Ledger) -> None
         report = verify(db)
     assert report.chain_ok
     assert not report.ok
-    [problem] = report.problems
+    problem, delivered = report.problems  # the row against its event, and what was delivered
     assert (problem.code, problem.table, problem.row_id) == (
         "decision_mismatch", "decisions", decision_id)
     assert problem.detail.startswith("disagrees with its event on released (row [")
     assert "gezondheid, nationaliteit" in problem.detail
+    assert (delivered.code, delivered.table) == ("delivery_categories_differ", "deliveries")
+    assert "gezondheid" not in delivered.detail.split("released")[0]  # carried: not widened
 
 
 def test_a_deleted_decision_and_its_delivery_are_found(ledger: Ledger) -> None:
@@ -412,7 +431,10 @@ def test_a_decision_row_inserted_without_its_event_is_found(ledger: Ledger) -> N
         report = verify(db)
     assert report.chain_ok
     assert not report.ok
-    assert codes(report) == [("decision_without_event", new_id, None)]
+    # the forged decision has no event, and the delivery carried out the one it claims to replace
+    assert sorted(codes(report)) == [("decision_without_event", new_id, None),
+                                     ("delivery_of_superseded_decision",
+                                      delivery_of(ledger, decision_id), None)]
 
 
 @pytest.mark.parametrize("hash_too", [False, True], ids=["raw-body", "raw-body-and-hash"])
@@ -559,7 +581,10 @@ def cli_ledger(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
                                schema.url.render_as_string(hide_password=False))
         engine = open_ledger(load_settings())
         stack.callback(engine.dispose)
-        yield Ledger(engine, history_of(engine, shipped_table, requests=12, seed=3))
+        history = history_of(engine, shipped_table, requests=12, seed=3)
+        with contextlib.redirect_stdout(io.StringIO()):  # as the nightly run leaves it
+            assert main(["audit", "checkpoint"]) == 0
+        yield Ledger(engine, history)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -630,11 +655,17 @@ def test_a_malformed_anchor_is_a_usage_error(capsys: pytest.CaptureFixture[str],
     assert "SEQ:HASH" in capsys.readouterr().err
 
 
+def delivery_of(ledger: Ledger, decision_id: str) -> str:
+    with ledger.engine.connect() as connection:
+        return str(connection.execute(select(DELIVERIES.c.id).where(
+            DELIVERIES.c.decision_id == decision_id)).scalar_one())
+
+
 def widen_a_decision_for_good(ledger: Ledger) -> str:
     """Commit what an attacker with rights on the database does: switch off the guard on
-    ``decisions`` and widen a releasing decision to a special category; returns its id."""
+    ``decisions`` and widen a delivered decision to a special category; returns its id."""
     engine = ledger.engine
-    truth = next(t for t in ledger.history.truths if t.released)
+    truth = next(t for t in ledger.history.truths if t.released and t.delivered)
     with engine.begin() as connection:
         if engine.dialect.name == "sqlite":
             connection.exec_driver_sql("DROP TRIGGER decisions_no_update")
@@ -653,7 +684,8 @@ def test_the_command_says_broken_and_exits_1(cli_ledger: Ledger,
     decision_id = widen_a_decision_for_good(cli_ledger)
     code, out = run(capsys)
     assert code == 1
-    assert "Record BROKEN: 1 problem(s); the hash chain itself is unbroken." in out
+    # the row against its event, and the delivery against the (widened) decision
+    assert "Record BROKEN: 2 problem(s); the hash chain itself is unbroken." in out
     [line, meaning] = [line for line in out.splitlines() if "decision_mismatch" in line]
     assert meaning.split() == ["decision_mismatch", *PROBLEM_CODES["decision_mismatch"].split()]
     assert decision_id in line
@@ -662,7 +694,8 @@ def test_the_command_says_broken_and_exits_1(cli_ledger: Ledger,
     data = json.loads(run(capsys, "--json")[1])
     assert data["ok"] is False
     assert data["chain_ok"] is True
-    assert [p["code"] for p in data["problems"]] == ["decision_mismatch"]
+    assert [p["code"] for p in data["problems"]] == ["decision_mismatch",
+                                                     "delivery_categories_differ"]
     assert data["problems"][0]["row_id"] == decision_id
     assert HEX64.match(data["head"]["hash"])
 
@@ -704,21 +737,60 @@ def test_the_nightly_flow_publishes_the_head_and_fails_on_a_broken_record(
     seq, digest = head_of(cli_ledger.engine)
     state = verify_record_flow(return_state=True)
     assert state.is_completed()
-    assert state.result() == {"ok": True, "breaks": 0, "warnings": 0, "head_seq": seq,
-                              "head_hash": digest, "events_checked": seq}
+    result = state.result()
+    folder = Path(os.environ["DISCLOSURE_DATA_DIR"]) / "checkpoints"
+    written = sorted(p.name for p in folder.glob("checkpoint-*.json"))
+    assert result == {"ok": True, "breaks": 0, "warnings": 0, "head_seq": seq,
+                      "head_hash": digest, "events_checked": seq, "checkpoints_checked": 1,
+                      "checkpoint_written": written[-1]}
+    assert len(written) == 2  # the fixture's, and this run's
+    assert json.loads((folder / written[-1]).read_text())["hash"] == digest
     markdown, _ = published(state.state_details.flow_run_id)
     assert "**Intact**: 0 problem(s)" in markdown
     assert f"Chain head: seq {seq}, `{digest}`" in markdown
+    with get_client(sync_client=True) as client:
+        [copy] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[CHECKPOINT_ARTIFACT_KEY]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    assert json.loads(str(copy.data).split("```json\n")[1].split("```")[0]) == json.loads(
+        (folder / written[-1]).read_text())
     event = wait_for_event(VERIFIED, digest)
     assert event.payload["events_checked"] == seq
 
     decision_id = widen_a_decision_for_good(cli_ledger)
     state = verify_record_flow(return_state=True)
     assert state.is_failed()
+    assert len(list(folder.glob("checkpoint-*.json"))) == 2  # none of a broken record
     markdown, _ = published(state.state_details.flow_run_id)
-    assert "**BROKEN**: 1 problem(s)" in markdown
+    assert "**BROKEN**: 2 problem(s)" in markdown
     assert f"| broken | decision_mismatch | decisions {decision_id}" in markdown
     broken = wait_for_event(BROKEN, digest)
-    assert broken.payload["breaks"] == 1
+    assert broken.payload["breaks"] == 2
     for number in (s.number for t in cli_ledger.history.truths for s in t.subjects):
         assert number not in markdown
+
+
+def test_the_chain_key_ring_can_live_in_a_prefect_secret_block(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect: None) -> None:
+    """DISCLOSURE_CHAIN_KEY_BLOCK names a Secret block: the flows read the ring from Prefect,
+    the ledger never holds it, and without the flows it is not silently replaced by a file."""
+    for name in [n for n in os.environ if n.startswith("DISCLOSURE_")]:
+        if name != "DISCLOSURE_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    entry = new_key_entry()
+    Secret(value=entry).save("disclosure-chain-test", overwrite=True)
+    monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DISCLOSURE_CHAIN_KEY_BLOCK", "disclosure-chain-test")
+    settings = load_settings()
+    with pytest.raises(ChainKeyError, match="Prefect Secret block"):
+        records_open_ledger(settings)
+    engine = open_ledger(settings)
+    with Session(engine) as session, session.begin():
+        append_events(session=session, events=[NewEvent("test_event", END, "tester")])
+    with engine.connect() as connection:
+        key_ids = connection.execute(select(EVENTS.c.key_id)).scalars().all()
+    assert key_ids == [entry.partition(":")[0]]
+    assert not (tmp_path / "chain.keys").exists()
+    with Session(engine) as session:
+        assert verify_record(session=session).ok
+    engine.dispose()

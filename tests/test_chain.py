@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from conftest import TEST_CHAIN_KEYS
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -98,7 +99,7 @@ def test_events_are_numbered_from_one_and_each_links_to_the_one_before(
         assert after["prev_hash"] == before["hash"]
     for row in rows:
         fields = {k: v for k, v in row.items() if k != "hash"}
-        assert event_hash(**fields) == row["hash"]
+        assert event_hash(**fields, key=TEST_CHAIN_KEYS.current) == row["hash"]
     assert [e.hash for e in returned] == [r["hash"] for r in rows]
     assert [e.payload["n"] for e in returned] == [0, 1, 2, 3, 4]
     report = verify(ledger_engine)
@@ -172,7 +173,8 @@ def test_an_altered_event_with_a_recomputed_hash_breaks_the_next_link(
     append(ledger_engine, 5)
     row = stored(ledger_engine)[2]
     forged = {**row, "actor": "someone else"}
-    forged_hash = event_hash(**{k: v for k, v in forged.items() if k != "hash"})
+    forged_hash = event_hash(**{k: v for k, v in forged.items() if k != "hash"},
+                             key=TEST_CHAIN_KEYS.current)
     tamper(ledger_engine, lambda c: c.execute(
         update(EVENTS).where(EVENTS.c.seq == 3).values(actor="someone else", hash=forged_hash)))
     report = verify(ledger_engine)
@@ -226,8 +228,9 @@ def test_an_inserted_event_is_found_even_when_it_links_correctly(ledger_engine: 
     forged: dict[str, Any] = {
         "seq": 3, "id": "00000000-0000-4000-8000-000000000001", "occurred_at": T0,
         "kind": "decision_recorded", "request_id": None, "actor": "engine", "flow_run_id": None,
-        "payload": {"outcome": "approved"}, "prev_hash": rows[1]["hash"]}
-    forged["hash"] = event_hash(**forged)
+        "payload": {"outcome": "approved"}, "prev_hash": rows[1]["hash"],
+        "key_id": TEST_CHAIN_KEYS.current.key_id}
+    forged["hash"] = event_hash(**forged, key=TEST_CHAIN_KEYS.current)
 
     def insert_after_second(connection: Connection) -> None:
         # the original third event now claims the forged one as its predecessor

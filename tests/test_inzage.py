@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ledger_on
+from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
@@ -180,6 +180,7 @@ class Run:
 def run_inzage(ledger: Ledger, monkeypatch: pytest.MonkeyPatch,
                capsys: pytest.CaptureFixture[str], out: Path, *argv: str) -> Run:
     monkeypatch.setenv("DISCLOSURE_DATABASE_URL", ledger.url)
+    monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
     monkeypatch.setenv("DISCLOSURE_PSEUDONYM_KEY", KEY.hex())
     monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(out.parent / "data"))
     code = main(["--log-level", "INFO", "inzage", *argv, "--out", str(out)])

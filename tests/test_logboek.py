@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ledger_on
+from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
@@ -325,6 +325,7 @@ def test_the_command_writes_the_same_to_a_file_as_to_standard_output(
         ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
     monkeypatch.setenv("DISCLOSURE_DATABASE_URL", ledger.url)
+    monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
     monkeypatch.setenv("DISCLOSURE_PSEUDONYM_KEY", KEY.hex())
     monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path / "data"))
     argv = ["logboek", "export", "--from", "2026-01-01", "--to", "2026-12-31"]

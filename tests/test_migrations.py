@@ -100,7 +100,7 @@ def test_the_migrated_schema_has_every_check_constraint_of_the_models(
 def test_migrating_twice_changes_nothing(ledger_engine: Engine) -> None:
     migrate(ledger_engine)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0005"
+    assert head == "0006"
     with ledger_engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 

@@ -66,6 +66,7 @@ from flows.runtime import reset_runtime, runtime
 from legal_bases.request import Subject
 from records import chain
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestStatus
+from records.replay import replay_request
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
@@ -420,10 +421,27 @@ def test_a_subject_shielded_before_a_retried_delivery_is_not_delivered_without_r
     blocked.unlink()
     set_shielded(engine=pipeline.register, subjects=[ps.TAX_SUBJECT_2], shielded=True)
 
-    pipeline.dispatch()
+    again = pipeline.dispatch()
 
     assert pipeline.delivered() == {}
     assert ps.state_of(pipeline.ledger, request_id) == "awaiting_review"
+    first, resent = sorted(ps.decisions_of(pipeline.ledger, request_id), key=lambda d: d.sequence)
+    assert (first.outcome, resent.outcome, resent.decided_by) == (
+        "approved", "needs_review", "engine")
+    assert [t["code"] for t in resent.review_triggers] == ["shielded_subject"]
+    assert resent.proposal == {"released": first.released, "withheld": first.withheld}
+    # a review run of its own (the first decision never had one), on the record
+    assert again.totals["reviews_started"] == 1
+    (run,) = [r for r in deployment_runs(REVIEW) if r.parameters == {"request_id": request_id}]
+    assert run.idempotency_key == f"review-{request_id}-2"
+    (started,) = ps.events_of(pipeline.ledger, request_id, "review_run_started")
+    assert started.payload == {"review_run_id": str(run.id), "decision_id": resent.id}
+    # and replay accounts for it: re-derived, the shielding taken from the record
+    replay = replay_request(pipeline.ledger, request_id)
+    assert replay is not None
+    assert replay.status.value == "agrees", replay.differences
+    assert replay.review is not None
+    assert replay.review.pending
 
 
 # -- fail closed --------------------------------------------------------------------------------

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from test_ledger import (
@@ -37,6 +38,7 @@ from records.ledger import (
     record_submission,
     status_of,
 )
+from records.models import DeliveryRow
 from records.queue import claim_requests, release_claims, waiting_counts
 from records.vocabulary import RequestState
 
@@ -140,8 +142,14 @@ def test_a_delivery_is_recorded_once_and_moves_the_request_to_delivered(
         assert delivered(session=session, decision_ids=[decision_id, "other"]) == {decision_id}
         assert status_of(session=session, request_id=request_id).state == "delivered"
         assert derived_state(session=session, request_id=request_id) is RequestState.DELIVERED
+    with transaction(ledger_engine) as session:  # a second worker's receipt: left out
+        assert record_deliveries(session=session, items=[_deliver(session, request_id)]) == []
+    with transaction(ledger_engine) as session:
+        twin = {**session.execute(select(DeliveryRow)).scalars().one().model_dump(),
+                "id": str(uuid.uuid4())}
     with pytest.raises(IntegrityError), transaction(ledger_engine) as session:
-        record_deliveries(session=session, items=[_deliver(session, request_id)])
+        # and the database itself refuses a twin of the delivery
+        session.execute(insert(DeliveryRow.__table__), [twin])  # type: ignore[attr-defined]
     with transaction(ledger_engine) as session:
         assert verify_chain(session=session).ok
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from conftest import ledger_on
+from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -166,6 +166,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str, P
     """Points the command line (and the flow) at a ledger and a folder of grounds."""
     def point(url: str, grounds_dir: Path) -> None:
         monkeypatch.setenv("DISCLOSURE_DATABASE_URL", url)
+        monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
         monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("DISCLOSURE_GROUNDS_DIR", str(grounds_dir))
         monkeypatch.setenv("DISCLOSURE_PSEUDONYM_KEY", PSEUDONYM_KEY)

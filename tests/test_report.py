@@ -28,7 +28,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import ledger_on
+from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactCollectionFilter,
@@ -216,6 +216,7 @@ def use_ledger(ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         if name != "DISCLOSURE_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("DISCLOSURE_DATABASE_URL", ledger.url)
+    monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
     monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DISCLOSURE_PSEUDONYM_KEY", KEY.hex())
     return ledger
@@ -383,6 +384,7 @@ def test_a_request_belongs_to_its_dutch_day_of_receipt(
     monkeypatch.setenv("DISCLOSURE_DATABASE_URL",
                        ledger_engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
     for period, members in ((before, early), (after, late)):
         files = write(tmp_path / period, period)
         totals = json.loads(files["summary"].read_text("utf-8"))["totals"]

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import pipeline_support as ps
 import pytest
 import test_pipeline
+from conftest import TEST_CHAIN_KEY_RING
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Completed
@@ -234,8 +235,9 @@ def test_a_run_that_decides_to_release_but_never_delivers_is_flagged(
         monkeypatch: pytest.MonkeyPatch) -> None:
     request_id, _ = take_in(pipeline, "belastingdienst", "BD-T-5", ps.tax_request("BD-T-5"))
 
-    def no_delivery(request_ids: list[str], flow_run_id: str | None) -> dict[str, int]:
-        return {"delivered": 0, "failed_transient": 0, "failed_permanent": 0}
+    def no_delivery(request_ids: list[str], flow_run_id: str | None) -> dict[str, Any]:
+        return {"delivered": 0, "failed_transient": 0, "failed_permanent": 0, "to_review": [],
+                "set_aside": []}
 
     monkeypatch.setattr(flows.dispatcher, "deliver_batch", no_delivery)
     dispatched = pipeline.dispatch()
@@ -341,6 +343,7 @@ def test_an_unknown_request_id_is_a_usage_error(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("DISCLOSURE_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
     assert main(["timeline", "0b0b0b0b-0000-4000-8000-000000000000"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
