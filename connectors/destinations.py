@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import hashlib
 import json
 import os
@@ -66,6 +67,9 @@ MAX_RECEIPT_ID_LENGTH = 128
 RECEIPT_ID_HEADER = "X-Receipt-Id"
 #: Header with which a receiver says it had this idempotency key already (it replayed its answer).
 REPLAYED_HEADER = "Idempotent-Replayed"
+#: The folder under a file-drop root where documents are written before they are linked into a
+#: partner's folder (a partner id never starts with a dot).
+STAGING_FOLDER = ".staging"
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PARTNER_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -161,11 +165,15 @@ class Destination(ABC):
 class FileDrop(Destination):
     """Writes each delivery as ``<root>/<partner_id>/<idempotency_key>.json``, atomically.
 
-    The bytes go to a hidden temporary file in the same folder (``.<key>.*.tmp``, which a
-    partner's pick-up should skip), are fsynced, and are then linked into place under their final
-    name, which fails rather than overwrites if that name exists; where the file system has no
-    hard links, ``os.replace`` is used instead. The folder is fsynced afterwards, so a delivery
-    that was acknowledged survives a crash. The files are readable by the owner only (0600).
+    The bytes go to a temporary file in the staging folder ``<root>/.staging`` — outside every
+    partner's folder, so a partner never sees half a document, and a crash leaves nothing in
+    its folder — are fsynced, and are then linked into place under their final name, which fails
+    rather than overwrites if that name exists; where the file system has no hard links,
+    ``os.replace`` is used instead (and where the partner's folder is another file system, the
+    temporary file is a hidden ``.<key>.*.tmp`` in that folder). The folder is fsynced
+    afterwards, so a delivery that was acknowledged survives a crash. Staged files a crashed
+    writer left are removed by :func:`clean_staging`. The files are readable by the owner only
+    (0600).
     """
 
     kind: ClassVar[str] = "file_drop"
@@ -205,7 +213,20 @@ class FileDrop(Destination):
     def _write(self, target: Path, key: str, body: bytes, digest: str) -> ReceiptStatus:
         if target.exists():
             return self._repeat(target, key, digest)
-        fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
+        staging = self.root / STAGING_FOLDER
+        staging.mkdir(exist_ok=True)
+        try:
+            return self._place(staging, f"{key}.", target, key=key, body=body, digest=digest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # the partner's folder is another file system: stage beside it, hidden
+            return self._place(self.folder, f".{key}.", target, key=key, body=body,
+                               digest=digest)
+
+    def _place(self, folder: Path, prefix: str, target: Path, *, key: str, body: bytes,
+               digest: str) -> ReceiptStatus:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -216,7 +237,9 @@ class FileDrop(Destination):
                 os.link(tmp, target)  # atomic, and never replaces a delivered file
             except FileExistsError:
                 return self._repeat(target, key, digest)  # a concurrent delivery won the race
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    raise
                 os.replace(tmp, target)  # no hard links here: atomic, but last writer wins
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -234,6 +257,25 @@ class FileDrop(Destination):
                 size=len(held), status=ReceiptStatus.REPEAT, delivered_at=delivered_at,
                 detail={"partner_id": self.partner_id, "document_differs": True}))
         return ReceiptStatus.REPEAT
+
+
+def clean_staging(root: Path, *, older_than: float = limits.STAGING_MAX_AGE_SECONDS,
+                  now: float | None = None) -> int:
+    """Remove the temporary files crashed writers left under a file-drop root — in the staging
+    folder, and hidden ``.*.tmp`` files in partners' folders — older than ``older_than``
+    seconds (younger ones may be a write in progress). Returns how many were removed."""
+    moment = time.time() if now is None else now
+    removed = 0
+    candidates = list((root / STAGING_FOLDER).glob("*.tmp")) + list(root.glob("*/.*.tmp"))
+    for path in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            if moment - path.stat().st_mtime >= older_than:
+                path.unlink()
+                removed += 1
+    if removed:
+        structlog.get_logger("disclosure.connectors").warning("staged_files_removed",
+                                                               files=removed)
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:

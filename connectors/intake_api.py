@@ -106,6 +106,7 @@ from connectors.rate_limit import RateLimiter
 from legal_bases import limits, strict_json
 from legal_bases.errors import FieldError
 from legal_bases.request import DisclosureRequest, InvalidRequest, read_json, read_request
+from legal_bases.strict_json import bad_character_path
 from legal_bases.table import GroundTable
 from records.db import read_only
 from records.ledger import compute_deadline, latest_decision, received_on
@@ -218,25 +219,6 @@ def _depth(data: Any) -> int:
     return deepest
 
 
-def _bad_character_path(data: Any) -> str | None:
-    """The path of the first string (or key) holding NUL or an unpaired surrogate, or None."""
-    stack: list[tuple[Any, str]] = [(data, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node or any(0xD800 <= ord(c) <= 0xDFFF for c in node):
-                return path
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                child = f"{path}.{key}" if path else str(key)
-                if "\x00" in key or any(0xD800 <= ord(c) <= 0xDFFF for c in key):
-                    return path
-                stack.append((value, child))
-        elif isinstance(node, list):
-            stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node))
-    return None
-
-
 def read_body(body: bytes, *, content_type: str | None, body_of: str, received_at: datetime,
               table: GroundTable) -> Reading:
     """Read a submitted body for a partner of body ``body_of``: a pure function of its input.
@@ -288,7 +270,7 @@ def read_body(body: bytes, *, content_type: str | None, body_of: str, received_a
                          errors=(FieldError("", "too_deep",
                                             f"nests deeper than {MAX_JSON_DEPTH} levels"),))
     if _SUSPECT_ESCAPE.search(strict):
-        path = _bad_character_path(data)
+        path = bad_character_path(data)
         if path is not None:
             return _rejected(422, "invalid_request",
                              "the body holds NUL characters or unpaired surrogates",

@@ -20,10 +20,13 @@ DEFAULT_AUTO_LIMIT = 1000
 DEFAULT_RESPONSE_DAYS = 28
 
 #: The pipeline (DESIGN.md section 2): how many requests one dispatcher claim takes, how long a
-#: claim holds before another worker may take the request over, how many deliveries are recorded
-#: per transaction, and how often the sweepers run.
+#: claim holds before another worker may take the request over (a working worker renews it every
+#: CLAIM_RENEW_SECONDS; a crashed one stops, so its requests are taken over within the lease —
+#: at once on its own host, where a dead process is seen), how many deliveries are recorded per
+#: transaction, and how often the sweepers run.
 DISPATCH_BATCH_SIZE = 500
-CLAIM_LEASE_SECONDS = 600
+CLAIM_LEASE_SECONDS = 30
+CLAIM_RENEW_SECONDS = 10
 DELIVERY_RECORD_CHUNK = 100
 DROPOFF_FILES_PER_TASK = 100
 DISPATCH_SWEEP_SECONDS = 30
@@ -72,6 +75,9 @@ MAX_JSON_DEPTH = 32
 #: HTTPS deliveries (connectors/destinations.py): seconds to connect and to wait for an answer.
 DELIVERY_CONNECT_TIMEOUT_SECONDS = 5.0
 DELIVERY_READ_TIMEOUT_SECONDS = 30.0
+#: File-drop deliveries are written in a staging folder outside the partners' folders first; a
+#: staged file older than this (its writer died) is removed by the next dispatcher run.
+STAGING_MAX_AGE_SECONDS = 60
 #: The local Prefect server (flows/local_prefect.py): seconds it may take to start, one health
 #: probe may take, and a stopped process may take to exit before it is killed.
 PREFECT_START_TIMEOUT_SECONDS = 120

@@ -13,7 +13,7 @@ from datetime import date
 from json import JSONDecodeError
 from typing import Any
 
-from legal_bases import strict_json
+from legal_bases import limits, strict_json
 from legal_bases.errors import FieldError, InvalidRequestError
 from legal_bases.identifiers import mask
 from legal_bases.validator import thread_validator
@@ -68,7 +68,11 @@ class DisclosureRequest:
 
 @dataclass(frozen=True, slots=True)
 class InvalidRequest:
-    """A submission that failed validation; :func:`~legal_bases.assessment.assess` rejects it."""
+    """A submission that failed validation; :func:`~legal_bases.assessment.assess` rejects it.
+
+    ``legal_basis`` is the ground it claimed, where that is text that fits a ground id (it
+    becomes the rejection's ``ground_id``); else None.
+    """
 
     errors: tuple[FieldError, ...]
     legal_basis: str | None = None
@@ -144,7 +148,9 @@ def read_request(raw: object, *, received_on: date) -> DisclosureRequest | Inval
         return parse_request(raw, received_on=received_on)
     except InvalidRequestError as exc:
         legal_basis = raw.get("legal_basis") if isinstance(raw, dict) else None
-        return InvalidRequest(exc.errors, legal_basis if isinstance(legal_basis, str) else None)
+        claimed = (legal_basis if isinstance(legal_basis, str)
+                   and 0 < len(legal_basis) <= limits.MAX_SLUG_LENGTH else None)
+        return InvalidRequest(exc.errors, claimed)
 
 
 def read_json(text: str | bytes) -> tuple[Any, InvalidRequest | None]:
@@ -155,7 +161,7 @@ def read_json(text: str | bytes) -> tuple[Any, InvalidRequest | None]:
     (``bad_json``) or nests too deeply to read (``too_deep``).
     """
     try:
-        return strict_json.loads(text), None
+        data = strict_json.loads(text)
     except strict_json.DuplicateKeyError as exc:
         return None, InvalidRequest((FieldError(
             exc.path, "duplicate_key", "this key appears more than once in its object; send "
@@ -163,8 +169,19 @@ def read_json(text: str | bytes) -> tuple[Any, InvalidRequest | None]:
     except JSONDecodeError as exc:
         return None, InvalidRequest((FieldError(
             "", "bad_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"),))
+    except UnicodeDecodeError as exc:
+        return None, InvalidRequest((FieldError(
+            "", "bad_encoding", f"not UTF-8 text (at byte {exc.start})"),))
+    except ValueError:  # e.g. a number of more digits than Python reads
+        return None, InvalidRequest((FieldError(
+            "", "bad_json", "not JSON the engine can read (a number far too long)"),))
     except RecursionError:
         return None, InvalidRequest((FieldError("", "too_deep", "the JSON nests too deeply"),))
+    path = strict_json.bad_character_path(data)
+    if path is not None:
+        return None, InvalidRequest((FieldError(
+            path, "invalid_characters", "holds a NUL character or an unpaired surrogate"),))
+    return data, None
 
 
 def read_request_text(text: str | bytes, *, received_on: date,

@@ -85,3 +85,28 @@ def _first_duplicate(data: Any) -> str:
                          for i, value in reversed(list(enumerate(node)))
                          if isinstance(value, dict | list))
     raise AssertionError("no object with a duplicated key was marked")
+
+
+def bad_character_path(data: Any) -> str | None:
+    """The path of the first string (or key) in parsed JSON holding a NUL character or an
+    unpaired surrogate (``\\u0000``, ``\\ud800`` escapes), or None. Neither can be stored as
+    text by PostgreSQL nor written as UTF-8, so a request holding one is refused, by every
+    channel alike."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _bad(node):
+                return path
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if _bad(key):
+                    return path
+                stack.append((value, f"{path}.{key}" if path else str(key)))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node))
+    return None
+
+
+def _bad(text: str) -> bool:
+    return "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text)

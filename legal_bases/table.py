@@ -101,7 +101,10 @@ def load_table(directory: Path | str | None = None) -> GroundTable:
         name = str(path)
         try:
             raw = load_yaml(path.read_text("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        except OSError as exc:  # a folder or a dangling link named *.yaml, say
+            problems.append(Problem(name, "(file)", f"cannot be read: {exc.strerror or exc}"))
+            continue
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: not UTF-8, a vast number
             problems.append(Problem(name, "(file)", f"is not valid YAML: {exc}".replace("\n", " ")))
             continue
         document = _check_document(name, raw, problems)
@@ -112,6 +115,26 @@ def load_table(directory: Path | str | None = None) -> GroundTable:
                                                 f"{path.stem!r}"))
         documents.append((name, document))
     return _build(documents, problems, source=str(folder))
+
+
+def _non_text_key(data: Any) -> str | None:
+    """The path of the first mapping holding a key that is not a string, or None. Each
+    container is looked at once: YAML aliases may share one many times, or nest it in itself."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict | list):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+        if isinstance(node, dict):
+            if any(not isinstance(key, str) for key in node):
+                return path
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(node))
+    return None
 
 
 def table_from_snapshot(snapshot: str, *, expected_hash: str | None = None) -> GroundTable:
@@ -147,6 +170,11 @@ def _check_document(name: str, raw: object, problems: list[Problem]) -> dict[str
     if not isinstance(raw, dict):
         problems.append(Problem(name, "(file)", "must be a mapping with id, title, legal_basis, "
                                                 "requesters, purposes and versions"))
+        return None
+    where = _non_text_key(raw)
+    if where is not None:
+        problems.append(Problem(name, where or "(file)", "has a key that is not text (a number, "
+                                                         "null or true as a key)"))
         return None
     validator = new_validator("ground", "ground")
     if not validator.validate(raw):

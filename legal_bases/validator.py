@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from datetime import date
 from enum import StrEnum
@@ -99,6 +100,14 @@ class DisclosureValidator(Validator):  # type: ignore[misc]
         except ValueError as exc:
             self._domain_error(field, "bad_date", f"{value!r} is not a date: {exc}")
 
+    def _check_with_visible_text(self, field: str, value: object) -> None:
+        """Text that says something: not only spaces or invisible characters (a case reference
+        of a blank or a zero-width space is no case reference)."""
+        if isinstance(value, str) and not any(
+                unicodedata.category(c)[0] not in "ZC" for c in value):
+            self._domain_error(field, "blank", "must hold visible characters, not only spaces "
+                                               "or invisible ones")
+
     def _check_with_subjects(self, field: str, subjects: object) -> None:
         """Each subject is an object with exactly one identifier, ``bsn`` or ``onderwijsnummer``."""
         if not isinstance(subjects, list):
@@ -183,7 +192,10 @@ def _from_cerberus(err: Any) -> FieldError:
 
 
 def _natural_key(path: str) -> tuple[tuple[int, object], ...]:
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in path.split("."))
+    """Path parts in order: list positions as numbers, keys as text (a partner's key may be
+    '²' or a thousand digits: only a short run of ASCII digits is a position)."""
+    return tuple((0, int(p)) if p.isascii() and p.isdigit() and len(p) <= 18 else (1, p)
+                 for p in path.split("."))
 
 
 def _substitute_limits(node: Any) -> Any:
