@@ -20,10 +20,12 @@ from typing import Any
 
 import structlog
 from prefect import flow, suspend_flow_run
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from sqlmodel import Session
 
 from flows import events, steps
+from flows.faults import fault
 from flows.logs import get_logger
 from flows.review_form import FirstReview, describe, review_form
 from flows.runtime import Runtime, runtime
@@ -164,13 +166,35 @@ def _form(rt: Runtime, review: Review) -> tuple[type[Any], str]:
     return review_form(review.proposal), description
 
 
-def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | None) -> str:
+def submitted_at(answer: Any) -> datetime | None:
+    """When the reviewer submitted ``answer``: the time the Prefect server stored the form's
+    input (its own clock), not when this run got round to it — a run may sit in Resuming for
+    a minute after a restart, longer than a one-time code lives. None if it cannot be read."""
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.filter_flow_run_input(
+                flow_run_id=answer.metadata.receiver, key_prefix=answer.metadata.key, limit=1,
+                exclude_keys=set())
+    except Exception as exc:  # the check then falls back to the time the run took the answer
+        get_logger("review").warning("answer_time_unknown", error=type(exc).__name__)
+        return None
+    created = found[0].created if found else None
+    return created.astimezone(UTC) if created is not None else None
+
+
+def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | None,
+                submitted: datetime | None = None) -> str:
     """Check one answer and record it (and, when it decides, the request's decision).
 
-    Returns what happened: ``refused``, ``first`` (a second reviewer must confirm) or
-    ``decided``. Recording is keyed by the answer's number, so a run resumed twice takes it once.
+    The one-time code is checked as of ``submitted`` (when the reviewer submitted the form;
+    default now), and the answer is recorded as given then. Returns what happened: ``refused``,
+    ``first`` (a second reviewer must confirm) or ``decided``. Recording is keyed by the
+    answer's number, so a run resumed twice takes it once.
     """
     now = datetime.now(UTC)
+    # The code counts as of its submission; a submission time in the future (a clock gone
+    # wrong) is not believed.
+    code_time = submitted if submitted is not None and submitted <= now else now
     log = get_logger("review")
     seal = SecretSeal(rt.settings.pseudonym_key_bytes())
     with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
@@ -179,7 +203,7 @@ def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | 
         given = ReviewAnswer(str(answer.reviewer_id), ReviewVerdict(answer.decision),
                              tuple(Category(c) for c in answer.categories), str(answer.motivation))
         who = verify_code(session=session, reviewer_id=given.reviewer_id,
-                          code=str(answer.code), seal=seal, now=now)
+                          code=str(answer.code), seal=seal, now=code_time)
         first = review.first
         first_answer = None if first is None else ReviewAnswer(
             first.reviewer_id, ReviewVerdict(first.verdict),
@@ -194,16 +218,16 @@ def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | 
             accepted=isinstance(checked, Accepted), answered_at=now, flow_run_id=flow_run_id)
         if isinstance(checked, Refusal):
             row.refusal_code, row.refusal_message = checked.code, checked.message
-            record_answer(session=session, answer=row)
+            record_answer(session=session, answer=row, submitted_at=code_time)
             log.info("review_answer_refused", reason=checked.code, seq=review.seq)
             return "refused"
         if checked.needs_second:
             row.step = "first"
-            record_answer(session=session, answer=row)
+            record_answer(session=session, answer=row, submitted_at=code_time)
             log.info("review_first_of_two", seq=review.seq)
             return "first"
         row.step = "second" if first is not None else "single"
-        record_answer(session=session, answer=row)
+        record_answer(session=session, answer=row, submitted_at=code_time)
         deciders = [first.reviewer_id] if first is not None else []
         decision = reviewed_decision(review.engine, review.version, checked.release)
         recorded = record_decision(
@@ -245,4 +269,5 @@ def review_request(request_id: str) -> str:
         answer = suspend_flow_run(
             wait_for_input=form.with_initial_data(description=description),
             key=f"review-{review.seq}")
-        take_answer(rt, review, answer, flow_run_id=run_id)
+        take_answer(rt, review, answer, flow_run_id=run_id, submitted=submitted_at(answer))
+        fault("review_taken")

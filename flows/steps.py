@@ -25,6 +25,7 @@ from connectors.errors import (
     RegisterUnavailableError,
 )
 from connectors.register import FetchResult
+from flows.faults import fault
 from flows.logs import get_logger
 from flows.runtime import Runtime
 from legal_bases import limits
@@ -288,6 +289,7 @@ def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | No
     now = datetime.now(UTC)
     allowed, aside = _through_gate(rt, chunk, flow_run_id=flow_run_id, at=now)
     fetched = _fetch_chunk(rt, allowed)
+    fault("fetched")
     items: list[DeliveryItem] = []
     failures: list[DeliveryFailure] = []
     again: list[_Pending] = []
@@ -313,6 +315,7 @@ def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | No
             failures.append(_failure(request, decision, exc, True, flow_run_id))
             part.failed_permanent += 1
         else:
+            fault("delivered")  # the destination has it; the ledger does not know yet
             items.append(item)
             part.delivered += 1
             part.repeats += item.receipt.get("status") == "repeat"
@@ -323,6 +326,7 @@ def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | No
         record_delivery_failures(session=session, failures=failures)
         record_set_aside(session=session, items=aside)
         part.to_review = _back_to_review(rt, session, again, flow_run_id=flow_run_id, at=now)
+    fault("recorded")
     part.set_aside = [item.request_id for item in aside]
     for refused in aside:
         get_logger("delivery").warning("request_set_aside", request_id=refused.request_id,
@@ -465,6 +469,7 @@ def _deliver_one(rt: Runtime, request: RequestRow, decision: DecisionRow,
     if refusal is not None:
         raise ReleaseRefusedError(refusal)
     key = delivery_key(decision.id)
+    fault("delivering")
     try:
         receipt = rt.destination(request.partner_id).deliver(idempotency_key=key,
                                                              document=document)

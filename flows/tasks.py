@@ -15,23 +15,48 @@ from prefect import task
 from prefect.cache_policies import NONE
 from sqlmodel import Session
 
+from connectors.destinations import clean_staging
 from connectors.dropoff import DropFile
 from flows import events, steps
+from flows.faults import fault
 from flows.logs import get_logger
-from flows.runtime import runtime
-from legal_bases import limits
-from records.queue import claim_requests, claim_these, release_claims
+from flows.runtime import Runtime, runtime
+from records.queue import (
+    claim_requests,
+    claim_these,
+    release_claims,
+    release_dead_workers,
+    worker_name,
+)
 
 
 @task(name="claim-requests", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
       cache_policy=NONE)
 def claim_batch(worker: str, limit: int) -> list[str]:
-    """Claim a batch of waiting requests for this run."""
+    """Claim a batch of waiting requests for this run, after releasing the claims of workers on
+    this host whose process is gone (a crashed run's requests are taken over at once)."""
     rt = runtime()
+    now = datetime.now(UTC)
     with Session(rt.ledger) as session, session.begin():
-        return claim_requests(session=session, worker=worker, limit=limit,
-                              lease=timedelta(seconds=limits.CLAIM_LEASE_SECONDS),
-                              now=datetime.now(UTC))
+        dead = release_dead_workers(session=session, now=now)
+        claimed = claim_requests(session=session, worker=worker, limit=limit,
+                                 lease=lease_of(rt), now=now)
+    if dead:
+        get_logger("dispatcher").warning("claims_of_dead_workers_released", workers=len(dead))
+    fault("claimed")
+    return claimed
+
+
+def lease_of(rt: Runtime) -> timedelta:
+    """How long a claim holds unless renewed (``DISCLOSURE_CLAIM_LEASE_SECONDS``)."""
+    return timedelta(seconds=rt.settings.claim_lease_seconds)
+
+
+@task(name="clean-staging", retries=1, retry_delay_seconds=[1], persist_result=False,
+      cache_policy=NONE)
+def clean_staging_task() -> int:
+    """Remove the temporary delivery files crashed writers left; returns how many."""
+    return clean_staging(runtime().settings.resolved_outbox_dir)
 
 
 @task(name="release-claims", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
@@ -48,6 +73,7 @@ def decide_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, l
     """Validate, assess and record the decisions of a batch; returns where each request went.
     A request set aside is announced (``disclosure.request.set_aside``) for an automation."""
     decided = steps.decide_requests(runtime(), request_ids, flow_run_id=flow_run_id)
+    fault("decided")
     for request_id in decided.set_aside:
         events.emit(events.REQUEST_SET_ASIDE, request_id, step="decide")
     return asdict(decided)
@@ -70,11 +96,10 @@ def deliver_reviewed(request_id: str, flow_run_id: str | None) -> dict[str, Any]
     """Deliver a request its review run decided, under a claim like the dispatcher's (if the
     dispatcher holds the request, it delivers it instead: ``claimed`` is False)."""
     rt = runtime()
-    worker = f"review-request:{flow_run_id}"
+    worker = worker_name("review-request", flow_run_id)
     with Session(rt.ledger) as session, session.begin():
         claimed = claim_these(session=session, worker=worker, request_ids=[request_id],
-                              lease=timedelta(seconds=limits.CLAIM_LEASE_SECONDS),
-                              now=datetime.now(UTC))
+                              lease=lease_of(rt), now=datetime.now(UTC))
     if not claimed:
         return {"claimed": False, "delivered": 0, "to_review": [], "set_aside": []}
     try:

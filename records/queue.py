@@ -1,14 +1,19 @@
 """Claims on the work queue: which worker handles which requests, so no two handle the same one.
 
-A claim is a lease on rows of ``request_status`` (the one mutable table): ``claimed_by`` and
-``claimed_until``. A worker that dies simply lets its lease run out; the next sweep claims the
-request again and carries on from the state the ledger recorded. On PostgreSQL claiming uses
+A claim is a short lease on rows of ``request_status`` (the one mutable table): ``claimed_by``
+and ``claimed_until``. A worker renews its leases while it works (:func:`renew_claims`); one that
+dies stops renewing, and its requests are claimed again once the lease ran out — or at once by a
+worker on the same host, which sees that the claimant's process is gone
+(:func:`release_dead_workers`; a claimant names its host and process, :func:`worker_name`). The
+next claimant carries on from the state the ledger recorded. On PostgreSQL claiming uses
 ``FOR UPDATE SKIP LOCKED``, so concurrent workers on several hosts pass each other by; on SQLite
 the write transaction itself (which begins IMMEDIATE) serialises claimers.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -65,6 +70,58 @@ def claim_these(*, session: Session, worker: str, request_ids: Sequence[str],
         session.execute(update(_STATUS).where(_STATUS.c.request_id.in_(claimed))
                         .values(claimed_by=worker, claimed_until=now + lease))
     return claimed
+
+
+def worker_name(role: str, run_id: str | None) -> str:
+    """A claimant's name: its role and flow run, and the host and process it runs in (so a
+    worker on the same host can tell that it died)."""
+    return f"{role}:{run_id}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str, host: str) -> bool:
+    """Whether ``worker`` (a :func:`worker_name`) ran on ``host`` in a process that is gone."""
+    where, at, pid = worker.rpartition("@")[2].rpartition(":")
+    if not at or where != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def release_dead_workers(*, session: Session, now: datetime) -> list[str]:
+    """Release the live claims of workers on this host whose process is gone (killed, crashed);
+    returns their names. A worker on another host is never judged here: its lease runs out."""
+    now = utc(now, name="now")
+    host = socket.gethostname()
+    holders = list(session.execute(
+        select(_STATUS.c.claimed_by).where(_STATUS.c.claimed_until >= now)
+        .group_by(_STATUS.c.claimed_by)).scalars())
+    dead = [w for w in holders if w and _process_gone(w, host)]
+    if dead:
+        session.execute(update(_STATUS).where(_STATUS.c.claimed_by.in_(dead))
+                        .values(claimed_by=None, claimed_until=None))
+    return dead
+
+
+def renew_claims(*, session: Session, worker: str, lease: timedelta, now: datetime) -> int:
+    """Extend every claim ``worker`` holds to ``now + lease``; returns how many it holds."""
+    now = utc(now, name="now")
+    result = session.execute(update(_STATUS).where(_STATUS.c.claimed_by == worker)
+                             .values(claimed_until=now + lease))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release_claims_of(*, session: Session, run_id: str) -> int:
+    """Release every claim held for flow run ``run_id`` (in whatever process it ran): what a
+    crashed or cancelled run's hook does. Returns how many were released."""
+    result = session.execute(update(_STATUS)
+                             .where(_STATUS.c.claimed_by.like(f"%:{run_id}@%"))
+                             .values(claimed_by=None, claimed_until=None))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def release_claims(*, session: Session, worker: str, request_ids: Sequence[str]) -> None:

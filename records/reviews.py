@@ -34,7 +34,7 @@ from records.models import (
     AuditEvent,
     add_length_checks,
 )
-from records.timestamps import UTCDateTime, utc
+from records.timestamps import UTCDateTime, iso, utc
 from records.vocabulary import RequestState
 
 REVIEWER_ID_LENGTH = limits.COLUMN_REVIEWER_ID_LENGTH
@@ -200,8 +200,13 @@ def motivation_digest(motivation: str) -> str:
     return hashlib.sha256(motivation.encode("utf-8")).hexdigest()
 
 
-def record_answer(*, session: Session, answer: ReviewAnswerRow) -> ReviewAnswerRow:
-    """Record one answer and its audit event (the motivation by digest: it is free text)."""
+def record_answer(*, session: Session, answer: ReviewAnswerRow,
+                  submitted_at: datetime | None = None) -> ReviewAnswerRow:
+    """Record one answer and its audit event (the motivation by digest: it is free text).
+
+    ``submitted_at`` is when the reviewer submitted it (the time its one-time code was checked
+    as of), where that differs from when the review run took it (``answered_at``).
+    """
     with session.begin_nested():
         session.add(answer)
         session.flush()
@@ -211,6 +216,8 @@ def record_answer(*, session: Session, answer: ReviewAnswerRow) -> ReviewAnswerR
             "accepted": answer.accepted, "step": answer.step,
             "refusal_code": answer.refusal_code,
             "motivation_sha256": motivation_digest(answer.motivation)}
+        if submitted_at is not None:
+            payload["submitted_at"] = iso(submitted_at)
         chain.append_events(session=session, events=[NewEvent(
             kind="review_answer_recorded", occurred_at=answer.answered_at,
             actor=answer.reviewer_id, request_id=answer.request_id,
