@@ -31,6 +31,7 @@ from sqlmodel import Session
 from flows.synthetic_history import write_history
 from legal_bases.accountability import load_accountability
 from legal_bases.table import DEFAULT_GROUNDS_DIR, GroundTable, load_table
+from records.chain_keys import ChainKey, ChainKeys
 from records.db import database_url, make_engine, migrate
 from records.inzage import find_requests
 from records.models import AuditEvent, RequestRow
@@ -40,6 +41,8 @@ from records.statistics import parse_period, transparency_statistics
 from records.verification import verify_record
 
 KEY = b"benchmark-pseudonym-key-32-bytes"
+#: The key ring that seals the benchmark's chain (a kept ledger is verified with it again).
+CHAIN_KEYS = ChainKeys(current=ChainKey("benchmark", b"benchmark-chain-key-of-32-bytes!"))
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CHANGE = datetime(2026, 7, 1, tzinfo=UTC)
 END = datetime(2026, 12, 31, tzinfo=UTC)
@@ -73,7 +76,7 @@ def ledger(args: argparse.Namespace, folder: Path) -> Iterator[tuple[Engine, boo
         with admin.begin() as connection:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
         engine = make_engine(database_url(args.postgres).update_query_dict(
-            {"options": f"-csearch_path={schema}"}))
+            {"options": f"-csearch_path={schema}"}), chain_keys=CHAIN_KEYS)
         try:
             migrate(engine)
             yield engine, False
@@ -85,7 +88,7 @@ def ledger(args: argparse.Namespace, folder: Path) -> Iterator[tuple[Engine, boo
         return
     path = folder / f"ledger-{args.requests}.db"
     existing = path.exists()
-    engine = make_engine(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}", chain_keys=CHAIN_KEYS)
     try:
         migrate(engine)
         yield engine, existing

@@ -9,11 +9,14 @@ Both use the names below.
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from prefect import serve
+from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectNotFound
@@ -85,6 +88,10 @@ def runner_deployments() -> list[Any]:
     from flows.review import review_request  # noqa: PLC0415
     from flows.verification import verify_record_flow  # noqa: PLC0415
 
+    crashed = DeploymentEventTrigger(
+        name="disclosure-dispatcher-crashed", expect={"prefect.flow-run.Crashed"},
+        match_related={"prefect.resource.role": "flow",
+                       "prefect.resource.name": "process-requests"})
     escalated = DeploymentEventTrigger(
         name="disclosure-review-escalated", expect={events.REVIEW_ESCALATED},
         match={"prefect.resource.id": "disclosure.request.*"},
@@ -92,7 +99,7 @@ def runner_deployments() -> list[Any]:
     return [
         process_requests.to_deployment(
             name=DEPLOYMENT, interval=timedelta(seconds=limits.DISPATCH_SWEEP_SECONDS),
-            tags=["disclosure"]),
+            tags=["disclosure"], triggers=[crashed]),
         collect_dropoffs.to_deployment(
             name=DEPLOYMENT, interval=timedelta(seconds=limits.DROPOFF_SWEEP_SECONDS),
             tags=["disclosure"]),
@@ -108,5 +115,24 @@ def runner_deployments() -> list[Any]:
 
 
 def serve_all(limit: int = 4) -> None:
-    """Serve the pipeline's deployments until interrupted (each run in its own process)."""
+    """Serve the pipeline's deployments until interrupted (each run in its own process).
+
+    A dispatcher run is asked for as soon as the deployments exist, so that what a crash left
+    (claims of dead processes, staged files, requests half-way) is taken up at once, not at the
+    next sweep; and a dispatcher run that crashes starts the next (its trigger).
+    """
+    threading.Thread(target=_nudge_when_deployed, name="start-nudge", daemon=True).start()
     serve(*runner_deployments(), limit=limit, print_starting_message=True)
+
+
+def _nudge_when_deployed(timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_deployment_by_name(DISPATCHER)
+        except Exception:  # not there yet, or the server is starting
+            time.sleep(1)
+            continue
+        nudge_dispatcher(key=f"start-{uuid.uuid4()}")
+        return

@@ -159,9 +159,11 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
 
 
 def _loads(raw_body: str) -> tuple[bool, Any]:
+    """The body as JSON data, if it reads as JSON at all (leniently: only its hash depends on
+    this); text nested too deeply to read counts as text, like text that is not JSON."""
     try:
         return True, json.loads(raw_body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False, None
 
 

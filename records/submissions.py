@@ -138,7 +138,7 @@ def _digest(submission: Submission) -> tuple[Any, str]:
 def _loads(raw: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # as records.ledger reads it: the text is hashed
         return _UNSET
 
 

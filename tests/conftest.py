@@ -9,10 +9,12 @@ PostgreSQL cases skip, except under CI (``CI`` set), where they fail.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.settings import (
@@ -133,3 +135,11 @@ def ledger_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[En
     """A migrated, empty ledger on each backend."""
     with ledger_on(request.param, request, tmp_path) as engine:
         yield engine
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's totals (tests/faults/fault_support.py), when it ran."""
+    support = sys.modules.get("fault_support")
+    line = support.summary() if support is not None else None
+    if line is not None:
+        terminalreporter.write_line(line)

@@ -21,7 +21,7 @@ import pipeline_support as ps
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
-from test_intake_api import Api, running_api
+from test_intake_api import Api, issue, running_api
 
 import records.ledger
 from connectors.dropoff import DropFile
@@ -29,6 +29,8 @@ from connectors.partners import load_partners
 from connectors.register import make_register_engine
 from connectors.register_seed import ensure_register
 from flows import steps
+from flows.review import load_review, take_answer
+from flows.review_form import review_form
 from flows.runtime import Runtime
 from legal_bases import limits
 from legal_bases.assessment import assess
@@ -36,6 +38,7 @@ from legal_bases.decision import Decision, Reason
 from legal_bases.request import DisclosureRequest, read_request
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReasonCode
+from records import totp
 from records.deliveries import DeliveryItem, record_deliveries
 from records.ledger import (
     DecisionItem,
@@ -49,7 +52,9 @@ from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestRow
 from records.pseudonym import Pseudonymizer
 from records.queue import claim_requests, release_claims
 from records.replay import ReplayStatus, replay_request
+from records.reviews import enroll_reviewer, verify_code
 from records.settings import load_settings
+from records.totp import SecretSeal
 from records.verification import verify_record
 
 ROOT = Path(__file__).parents[1]
@@ -407,3 +412,43 @@ def test_replay_does_not_read_a_duplicated_key_recorded_as_valid(engine: Dispatc
     assert ps.count(engine.ledger, DeliveryRow) == 0
     with Session(engine.ledger) as session:
         assert session.execute(select(func.count()).select_from(AuditEvent)).scalar_one() > 0
+
+
+# -- a reviewer's code counts as of its submission ----------------------------------------------
+
+def test_a_code_valid_when_submitted_counts_however_late_the_run_takes_it(
+        engine: Dispatcher, api: Api) -> None:
+    """The run may sit in Resuming for minutes after a restart; the one-time code the reviewer
+    typed is checked as of the moment the form was submitted (the Prefect server's time of the
+    stored input), still once."""
+    api.keys["om-midden-nederland"] = issue(engine.ledger, "om-midden-nederland")
+    body = json.loads((ROOT / "examples/requests/om-midden-nederland/126nd-financial.json")
+                      .read_text("utf-8"))
+    request_id = api.post(body, partner="om-midden-nederland").json()["id"]
+    engine.dispatch()
+    assert state(engine.ledger, request_id) == "awaiting_review"
+    seal = SecretSeal(engine.rt.settings.pseudonym_key_bytes())
+    with Session(engine.ledger) as session, session.begin():
+        secret = enroll_reviewer(session=session, reviewer_id="anna", name="Anna",
+                                 role="jurist", seal=seal, now=datetime.now(UTC))
+    typed = datetime.now(UTC) - timedelta(seconds=150)  # five code steps ago
+    review = load_review(engine.rt, request_id)
+    assert review is not None
+    form = review_form(review.proposal)(
+        decision="approve", motivation="The vordering names this suspect; the data are needed.",
+        reviewer_id="anna", code=totp.code_at(secret, totp.step_of(typed.timestamp())))
+    # checked as of now (the last release), the code has expired
+    assert take_answer(engine.rt, review, form, flow_run_id=None) == "refused"
+    review = load_review(engine.rt, request_id)
+    assert review is not None
+    assert take_answer(engine.rt, review, form, flow_run_id=None, submitted=typed) == "decided"
+    (_, answer) = ps.events_of(engine.ledger, request_id, "review_answer_recorded")
+    assert answer.payload["accepted"] is True
+    assert datetime.fromisoformat(answer.payload["submitted_at"]) == typed
+    review = load_review(engine.rt, request_id)
+    # the same code once more: spent
+    assert review is not None
+    assert review.reviewed
+    with Session(engine.ledger) as session, session.begin():
+        assert verify_code(session=session, reviewer_id="anna", code=form.code, seal=seal,
+                           now=typed) == "code_reused"

@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,7 @@ def test_a_single_reviewer_narrows_and_the_decision_is_recorded_then_delivered(
     request_id = system.requests["single"]
     run = waiting_run(system, "single")
     bram = system.reviewers["bram"]
+    resumed = datetime.now(UTC)
     system.resume(run.id, Answer("approve_partially", MOTIVATION, "bram", bram.code(),
                                  categories=["personalia", "financiele_gegevens"]))
     final = system.wait_final(run.id)
@@ -238,6 +240,11 @@ def test_a_single_reviewer_narrows_and_the_decision_is_recorded_then_delivered(
         "bram", "jurist", "single", True)
     assert answer.motivation == MOTIVATION
     assert answer.answered_at <= reviewed.decided_at
+    # the code counted as of the moment the Prefect server took the form, not when the run
+    # got round to it
+    (recorded,) = system.audit(request_id, "review_answer_recorded")
+    submitted = datetime.fromisoformat(recorded.payload["submitted_at"])
+    assert resumed - timedelta(seconds=5) <= submitted <= answer.answered_at
 
     (delivery,) = system.deliveries(request_id)
     assert delivery.decision_id == reviewed.id
