@@ -32,7 +32,7 @@ from flows.api_cli import api_server
 from flows.deployments import DISPATCHER, DROPOFF, serve_all
 from flows.local_prefect import flow_server, local_server
 from flows.runtime import EXAMPLES_DIR, open_ledger
-from flows.verification import check_record, checkpoint_head
+from flows.verification import check_record, verify_and_checkpoint
 from legal_bases.errors import DisclosureError
 from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.validator import load_yaml
@@ -351,13 +351,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(_args: argparse.Namespace) -> int:
-    settings = load_settings()
-    engine = open_ledger(settings)
-    try:
-        report = check_record(engine, settings)
-        written = checkpoint_head(engine, settings, report)
-    finally:
-        engine.dispose()
+    report, written = verify_and_checkpoint(load_settings())
     if written is None:
         why = "the record is broken (run `disclosure audit verify`)" if not report.ok else (
             "the chain is empty")

@@ -84,18 +84,24 @@ def report_markdown(report: RecordReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def verify_and_checkpoint(settings: Settings) -> tuple[RecordReport,
+                                                      tuple[Checkpoint, Path] | None]:
+    """Verify the record; if it is intact, checkpoint the head it verified (the nightly run's
+    work, and ``disclosure audit checkpoint``'s)."""
+    engine = open_ledger(settings)
+    try:
+        report = check_record(engine, settings)
+        return report, checkpoint_head(engine, settings, report)
+    finally:
+        engine.dispose()
+
+
 @flow(name="verify-record", persist_result=False,
       description="Verify the whole record (hash chain, table snapshots, every row against its "
                   "event); publish the result and the chain head; fail if it is broken.")
 def verify_record_flow() -> dict[str, Any]:
     """Verify the ledger and checkpoint its head; the run fails when the record is broken."""
-    settings = load_settings()
-    engine = open_ledger(settings)
-    try:
-        report = check_record(engine, settings)
-        written = checkpoint_head(engine, settings, report)
-    finally:
-        engine.dispose()
+    report, written = verify_and_checkpoint(load_settings())
     summary = {"ok": report.ok, "breaks": report.breaks, "warnings": report.warnings,
                "head_seq": report.head_seq, "head_hash": report.head_hash,
                "events_checked": report.counts.audit_events,

@@ -499,7 +499,10 @@ def record_decisions_apart(*, session: Session, table: GroundTable,
             rows = record_decisions(session=session, table=table, items=waiting)
             break
         except ValueTooLongError as exc:
-            waiting = [i for i in waiting if i.request_id != exc.request_id]
+            rest = [i for i in waiting if i.request_id != exc.request_id]
+            if len(rest) == len(waiting):
+                raise  # not about one of these decisions
+            waiting = rest
             aside.append(SetAside(request_id=str(exc.request_id), step="decide",
                                   reason="value_too_long", detail=f"{exc.table}.{exc.column} "
                                   f"holds at most {exc.length} characters",

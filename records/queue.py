@@ -16,8 +16,9 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Select, Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from records.models import RequestStatus
@@ -43,13 +44,7 @@ def claim_requests(*, session: Session, worker: str, limit: int, lease: timedelt
                          or_(_STATUS.c.claimed_until.is_(None), _STATUS.c.claimed_until < now)))
              .order_by(_STATUS.c.updated_at, _STATUS.c.request_id)
              .limit(limit))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    claimed = list(session.execute(query).scalars())
-    if claimed:
-        session.execute(update(_STATUS).where(_STATUS.c.request_id.in_(claimed))
-                        .values(claimed_by=worker, claimed_until=now + lease))
-    return claimed
+    return _claim(session, query, worker=worker, until=now + lease)
 
 
 def claim_these(*, session: Session, worker: str, request_ids: Sequence[str],
@@ -63,12 +58,19 @@ def claim_these(*, session: Session, worker: str, request_ids: Sequence[str],
                          _STATUS.c.state.in_([s.value for s in states]),
                          or_(_STATUS.c.claimed_until.is_(None), _STATUS.c.claimed_until < now,
                              _STATUS.c.claimed_by == worker))))
+    return _claim(session, query, worker=worker, until=now + lease)
+
+
+def _claim(session: Session, query: Select[Any], *, worker: str,
+           until: datetime) -> list[str]:
+    """Lease the rows ``query`` finds to ``worker`` until ``until`` (on PostgreSQL skipping rows
+    another transaction is claiming at this moment)."""
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = list(session.execute(query).scalars())
     if claimed:
         session.execute(update(_STATUS).where(_STATUS.c.request_id.in_(claimed))
-                        .values(claimed_by=worker, claimed_until=now + lease))
+                        .values(claimed_by=worker, claimed_until=until))
     return claimed
 
 
