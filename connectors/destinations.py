@@ -203,9 +203,12 @@ class FileDrop(Destination):
                         idempotency_key=key, error=exc.strerror or type(exc).__name__)
             raise DeliveryFailedError(destination=f"file drop {self.partner_id}", attempts=1,
                                       last_failure=exc.strerror or type(exc).__name__) from None
+        # a repeat was delivered when its file landed (before a crash, say), not now
+        delivered_at = (datetime.fromtimestamp(target.stat().st_mtime, UTC)
+                        if status is ReceiptStatus.REPEAT else _now())
         receipt = Receipt(kind=self.kind, location=str(target), idempotency_key=key,
-                          sha256=digest, size=len(body), status=status, delivered_at=_now(),
-                          detail={"partner_id": self.partner_id})
+                          sha256=digest, size=len(body), status=status,
+                          delivered_at=delivered_at, detail={"partner_id": self.partner_id})
         log.info("document_delivered", kind=self.kind, partner_id=self.partner_id,
                  idempotency_key=key, size=len(body), status=status.value)
         return receipt

@@ -8,10 +8,15 @@ Layout, one folder per partner under the drop-off root::
     <root>/<partner_id>/rejected/          files of which nothing could be taken in, with report
 
 Partners write a file under a name starting with ``.`` or ending in ``.tmp``/``.part`` and rename
-it when complete; such names are not read. A file is moved only after every entry in it is on
-the record and its report is written beside its destination, so a run that is stopped half-way
-finds the file again, and the ledger's intake key (the file's sha256 and the line) makes the
-second run record nothing twice. Files are never deleted: what was received stays.
+it when complete; such names are not read (a file written in place may be read half-written: its
+partner's later lines then land in the moved file; the README tells partners so). A file whose
+content changed while it was read is not moved (:class:`DropFileChangedError`): the next sweep
+reads it again. A file is moved only after
+every entry in it is on the record and its report is written beside its destination, so a run
+that is stopped half-way finds the file again, and the ledger's intake key (the file's sha256
+and the line) makes the second run record nothing twice. An entry that is not UTF-8 is recorded
+with its undecodable bytes replaced, and refused (``bad_encoding``). Files are never deleted:
+what was received stays.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.errors import ConnectorError
 from legal_bases import limits
 
 PROCESSED = "processed"
@@ -52,6 +59,17 @@ class Entry:
     line: int
     text: str
     too_large: bool = False
+    #: the offset of the first byte that is not UTF-8 (``text`` has it replaced), or None
+    bad_encoding: int | None = None
+
+
+class DropFileChangedError(ConnectorError):
+    """Raised when a drop file's content changed while it was taken in (its partner was still
+    writing it): it is left where it is, for the next sweep."""
+
+
+#: The longest file name most file systems take (a report is named after its file).
+_NAME_MAX = 255
 
 
 def _is_ready(path: Path) -> bool:
@@ -81,13 +99,23 @@ class DropBox:
                 (self.root / partner_id / sub).mkdir(parents=True, exist_ok=True)
 
     def waiting(self) -> list[DropFile]:
-        """Files ready to be taken in, oldest first, across every partner folder."""
+        """Files ready to be taken in, oldest first, across every partner folder (not hidden,
+        not temporary). A folder or file that cannot be read is skipped (and found again next
+        time), never the end of the listing."""
         if not self.root.is_dir():
             return []
-        found = [DropFile(folder.name, path, _digest(path))
-                 for folder in sorted(self.root.iterdir()) if folder.is_dir()
-                 for path in folder.iterdir() if _is_ready(path)]
-        return sorted(found, key=lambda f: (f.path.stat().st_mtime, str(f.path)))
+        found: list[tuple[float, DropFile]] = []
+        for folder in sorted(self.root.iterdir()):
+            try:
+                if not folder.is_dir():
+                    continue
+                for path in folder.iterdir():
+                    if _is_ready(path):
+                        found.append((path.stat().st_mtime,
+                                      DropFile(folder.name, path, _digest(path))))
+            except OSError:
+                continue
+        return [drop for _, drop in sorted(found, key=lambda f: (f[0], str(f[1].path)))]
 
     @staticmethod
     def entries(drop: DropFile) -> Iterator[Entry]:
@@ -97,29 +125,50 @@ class DropBox:
             if size > limits.MAX_REQUEST_BYTES:
                 yield Entry(1, "", too_large=True)
                 return
-            yield Entry(1, drop.path.read_bytes().decode("utf-8", errors="replace"))
+            yield _entry(1, drop.path.read_bytes())
             return
         with drop.path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 if len(raw) > limits.MAX_REQUEST_BYTES:
                     yield Entry(number, "", too_large=True)
                     continue
-                text = raw.decode("utf-8", errors="replace").strip()
-                if text:
-                    yield Entry(number, text)
+                if raw.strip():
+                    yield _entry(number, raw.strip())
 
     @staticmethod
     def file_away(drop: DropFile, *, accepted: bool, report: dict[str, Any]) -> Path:
         """Write the report, then move the file beside it (processed/ or rejected/)."""
         target_dir = drop.path.parent / (PROCESSED if accepted else REJECTED)
         target_dir.mkdir(parents=True, exist_ok=True)
+        if _digest(drop.path) != drop.sha256:
+            raise DropFileChangedError(f"a file of partner {drop.partner_id} changed while it "
+                                       "was taken in; it is read again by the next sweep")
         target = target_dir / drop.path.name
         if target.exists():  # a partner reused a name: keep both
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-            target = target_dir / f"{drop.path.stem}.{stamp}{drop.path.suffix}"
-        report_path = target.with_name(target.name + ".report.json")
-        tmp = report_path.with_name("." + report_path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), "utf-8")
+            target = target_dir / _fitted(f"{drop.path.stem}.{stamp}", drop.path.suffix)
+        report_path = target_dir / _fitted(target.name, ".report.json")
+        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".report-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(report, indent=2, ensure_ascii=False))
         os.replace(tmp, report_path)
         os.replace(drop.path, target)
         return target
+
+
+def _entry(line: int, raw: bytes) -> Entry:
+    try:
+        return Entry(line, raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Entry(line, raw.decode("utf-8", errors="replace"), bad_encoding=exc.start)
+
+
+def _fitted(stem: str, suffix: str) -> str:
+    """``stem + suffix``, the stem shortened (with a digest of it, so two names stay apart)
+    where the whole would be longer than a file name may be."""
+    name = stem + suffix
+    if len(name.encode("utf-8")) <= _NAME_MAX:
+        return name
+    digest = hashlib.sha256(stem.encode("utf-8")).hexdigest()[:12]
+    keep = stem.encode("utf-8")[:_NAME_MAX - len(suffix.encode("utf-8")) - 14]
+    return f"{keep.decode('utf-8', errors='ignore')}-{digest}{suffix}"

@@ -24,7 +24,7 @@ def collect_dropoffs(nudge: bool = True) -> dict[str, int]:
     run_id = str(flow_run.id) if flow_run.id else None
     structlog.contextvars.bind_contextvars(flow_run_id=run_id)
     runtime()
-    totals = {"files": 0, "valid": 0, "invalid": 0}
+    totals = {"files": 0, "valid": 0, "invalid": 0, "not_filed": 0}
     files = list_drop_files()
     for start in range(0, len(files), limits.DROPOFF_FILES_PER_TASK):
         taken = take_in(files[start:start + limits.DROPOFF_FILES_PER_TASK], run_id)

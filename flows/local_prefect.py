@@ -51,22 +51,34 @@ class PrefectUnreachableError(DisclosureError):
     """Raised when a command needs a Prefect server and none answers."""
 
 
+#: Where a running ``disclosure up`` notes its Prefect server's address (in its Prefect home).
+API_URL_FILE = "api-url"
+
+
 def local_api_url(port: int) -> str:
     """The API address of the local Prefect server on ``port`` (the one ``up`` starts)."""
     return f"http://127.0.0.1:{port}/api"
 
 
-def command_api_url(port: int) -> str:
-    """The Prefect API a command talks to: ``PREFECT_API_URL``, else the local server that
-    ``disclosure up`` starts on ``port`` (``DISCLOSURE_PREFECT_PORT``)."""
+def command_api_url(port: int, home: Path | None = None) -> str:
+    """The Prefect API a command talks to: ``PREFECT_API_URL``, else the local server that a
+    running ``disclosure up`` started (it notes its address in ``home``, whatever ``--port`` it
+    was given), else the local server on ``port`` (``DISCLOSURE_PREFECT_PORT``)."""
     configured = PREFECT_API_URL.value()
-    return str(configured) if configured else local_api_url(port)
+    if configured:
+        return str(configured)
+    noted = home / API_URL_FILE if home is not None else None
+    if noted is not None and noted.is_file():
+        url = noted.read_text("utf-8").strip()
+        if url.startswith("http://127.0.0.1:") and healthy(url):
+            return url
+    return local_api_url(port)
 
 
-def answering_api_url(port: int, *, needed_for: str) -> str:
+def answering_api_url(port: int, *, needed_for: str, home: Path | None = None) -> str:
     """:func:`command_api_url`, checked to answer; else :class:`PrefectUnreachableError` saying
     what to do (``needed_for`` names the option or command that needs the server)."""
-    url = command_api_url(port)
+    url = command_api_url(port, home)
     if healthy(url):
         return url
     if PREFECT_API_URL.value():
@@ -128,8 +140,10 @@ def local_server(*, port: int, home: Path, log_dir: Path) -> Iterator[str]:
                 raise PrefectStartError(f"the Prefect server did not answer within "
                                         f"{SERVER_START_TIMEOUT_S} s; see {log_dir}")
             time.sleep(0.5)
+        (home / API_URL_FILE).write_text(api_url + "\n", "utf-8")
         yield api_url
     finally:
+        (home / API_URL_FILE).unlink(missing_ok=True)
         _stop(process)
 
 

@@ -398,8 +398,10 @@ def _period(engine: Engine, first: date, last: date, against: GroundTable | None
 
 
 def _publish(args: argparse.Namespace, first: date, last: date) -> int:
+    settings = load_settings()
     with temporary_settings(updates={PREFECT_API_URL: answering_api_url(
-            load_settings().prefect_port, needed_for="--publish")}):
+            settings.prefect_port, needed_for="--publish",
+            home=settings.data_dir / "prefect")}):
         result = replay_decisions(date_from=first, date_to=last,
                                   against_current=args.against_current)
         ui = PREFECT_UI_URL.value()

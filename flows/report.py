@@ -413,7 +413,8 @@ def _period(text: str) -> Period:
 
 
 def _publish(settings: Settings, period: Period, by: Breakdown | None) -> tuple[Report, str]:
-    api_url = answering_api_url(settings.prefect_port, needed_for="--publish")
+    api_url = answering_api_url(settings.prefect_port, needed_for="--publish",
+                                home=settings.data_dir / "prefect")
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         state = transparency_report(period=period.label, breakdown=by.value if by else None,
                                     return_state=True)

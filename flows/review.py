@@ -64,6 +64,8 @@ from records.vocabulary import RequestState
 
 IDENTITY_REFUSALS = {
     "unknown_reviewer": "that reviewer id is not enrolled (`disclosure reviewers list`)",
+    "reviewer_not_on_record": "that reviewer's enrolment is not on the audit record as it must "
+                              "be; an operator must look (`disclosure audit verify`)",
     "reviewer_removed": "that reviewer was removed and can no longer decide",
     "wrong_code": "the one-time code is not the current one for that reviewer; take the code "
                   "your authenticator app shows now",

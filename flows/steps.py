@@ -518,6 +518,10 @@ def _entry_request(entry: Entry, received_at: datetime,
         return (f"(an entry of more than {limits.MAX_REQUEST_BYTES} bytes; the file is kept)",
                 InvalidRequest((FieldError("", "too_large", "the request is larger than "
                                            f"{limits.MAX_REQUEST_BYTES} bytes"),)))
+    if entry.bad_encoding is not None:
+        return (f"(not UTF-8; undecodable bytes replaced) {entry.text}",
+                InvalidRequest((FieldError("", "bad_encoding", "not UTF-8 text (at byte "
+                                           f"{entry.bad_encoding})"),)))
     return entry.text, read_request_text(entry.text, received_on=received_on(received_at))
 
 

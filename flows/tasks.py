@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 from sqlmodel import Session
 
 from connectors.destinations import clean_staging
-from connectors.dropoff import DropFile
+from connectors.dropoff import DropFile, DropFileChangedError
 from flows import events, steps
 from flows.faults import fault
 from flows.logs import get_logger
@@ -158,13 +158,22 @@ def list_drop_files() -> list[tuple[str, str, str]]:
       cache_policy=NONE)
 def take_in(files: list[tuple[str, str, str]], flow_run_id: str | None = None) -> dict[str, int]:
     """Record every request of some drop files and file each away; returns counts."""
-    totals = {"files": 0, "valid": 0, "invalid": 0}
+    totals = {"files": 0, "valid": 0, "invalid": 0, "not_filed": 0}
+    log = get_logger("dropoff")
     for partner_id, path, sha256 in files:
         drop = DropFile(partner_id, Path(path), sha256)
         if not drop.path.exists():  # taken in by an earlier attempt or a concurrent run
-            get_logger("dropoff").info("dropoff_already_taken_in", partner_id=partner_id)
+            log.info("dropoff_already_taken_in", partner_id=partner_id)
             continue
-        taken = steps.take_in_file(runtime(), drop, flow_run_id=flow_run_id)
+        try:
+            taken = steps.take_in_file(runtime(), drop, flow_run_id=flow_run_id)
+        except (OSError, DropFileChangedError) as exc:
+            # This file only: its entries that were recorded stay recorded (its intake keys
+            # make the next attempt record nothing twice); every other file goes on.
+            log.warning("dropoff_file_not_filed_away", partner_id=partner_id,
+                        error=type(exc).__name__)
+            totals["not_filed"] += 1
+            continue
         totals["files"] += 1
         totals["valid"] += taken.valid
         totals["invalid"] += taken.invalid

@@ -839,7 +839,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     engine = open_ledger(settings)
     try:
         found = timeline_of(engine, args.request_id, prefect_api_url=None if args.ledger_only
-                            else command_api_url(settings.prefect_port))
+                            else command_api_url(settings.prefect_port,
+                                                 settings.data_dir / "prefect"))
     finally:
         engine.dispose()
     if found is None:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -192,15 +193,40 @@ def cmd_up(args: argparse.Namespace) -> int:
                                     f"see {logs} and `disclosure status`")
             time.sleep(1)
         _print_outcomes(outcomes)
+        verify_and_checkpoint(settings)  # the first signed checkpoint, before the nightly one
         _print_where(settings, api_url, intake_url)
         if args.once:
             return 0
         print("\nServing until interrupted (Ctrl-C) …", flush=True)
         try:
-            serving.wait()
+            return _keep_serving(serving, api_url=api_url, home=home, logs=logs)
         except KeyboardInterrupt:
             print("\nstopping …")
     return 0
+
+
+def _keep_serving(serving: Any, *, api_url: str, home: Path, logs: Path) -> int:
+    """Wait on the flow server, and start it again when it stops (killed, crashed): what it
+    left is taken up at once by its next dispatcher run. Exit status 1 if it keeps stopping
+    within a minute of starting."""
+    with ExitStack() as stack:
+        quick_stops = 0
+        while True:
+            started = time.monotonic()
+            code = serving.wait()
+            quick_stops = quick_stops + 1 if time.monotonic() - started < 60 else 0
+            if quick_stops >= RESTARTS_WITHOUT_PROGRESS:
+                print(f"\ndisclosure: the flow server keeps stopping (exit status {code}); "
+                      f"giving up — see {logs / 'serve.log'}", file=sys.stderr, flush=True)
+                return 1
+            print(f"\nThe flow server stopped (exit status {code}); starting it again — see "
+                  f"{logs / 'serve.log'}", flush=True)
+            serving = stack.enter_context(flow_server(api_url=api_url, home=home,
+                                                      log_dir=logs))
+
+
+#: How many times in a row the flow server may stop within a minute before ``up`` gives up.
+RESTARTS_WITHOUT_PROGRESS = 5
 
 
 def _print_outcomes(outcomes: list[tuple[ExampleFile, RequestRow, str, DecisionRow | None]],
@@ -274,7 +300,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{total} request(s) in {settings.resolved_database_url}")
+    if not args.request:
+        print(f"\n{total} request(s) in {settings.resolved_database_url}")
     return 0
 
 

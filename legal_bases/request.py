@@ -70,8 +70,8 @@ class DisclosureRequest:
 class InvalidRequest:
     """A submission that failed validation; :func:`~legal_bases.assessment.assess` rejects it.
 
-    ``legal_basis`` is the ground it claimed, where that is text that fits a ground id (it
-    becomes the rejection's ``ground_id``); else None.
+    ``legal_basis`` is the ground it claimed, where that is printable text that fits a ground id
+    (it becomes the rejection's ``ground_id``); else None.
     """
 
     errors: tuple[FieldError, ...]
@@ -148,7 +148,7 @@ def read_request(raw: object, *, received_on: date) -> DisclosureRequest | Inval
         return parse_request(raw, received_on=received_on)
     except InvalidRequestError as exc:
         legal_basis = raw.get("legal_basis") if isinstance(raw, dict) else None
-        claimed = (legal_basis if isinstance(legal_basis, str)
+        claimed = (legal_basis if isinstance(legal_basis, str) and legal_basis.isprintable()
                    and 0 < len(legal_basis) <= limits.MAX_SLUG_LENGTH else None)
         return InvalidRequest(exc.errors, claimed)
 
@@ -172,9 +172,10 @@ def read_json(text: str | bytes) -> tuple[Any, InvalidRequest | None]:
     except UnicodeDecodeError as exc:
         return None, InvalidRequest((FieldError(
             "", "bad_encoding", f"not UTF-8 text (at byte {exc.start})"),))
-    except ValueError:  # e.g. a number of more digits than Python reads
+    except ValueError as exc:  # NaN, a number of more digits than Python reads, ...
+        reason = str(exc) if "number" in str(exc) else "a number far too long"
         return None, InvalidRequest((FieldError(
-            "", "bad_json", "not JSON the engine can read (a number far too long)"),))
+            "", "bad_json", f"not JSON the engine can read ({reason})"),))
     except RecursionError:
         return None, InvalidRequest((FieldError("", "too_deep", "the JSON nests too deeply"),))
     path = strict_json.bad_character_path(data)

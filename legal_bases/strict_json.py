@@ -10,6 +10,7 @@ command line).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from legal_bases.errors import DisclosureError
@@ -48,8 +49,10 @@ def _marked(pairs: list[tuple[str, Any]], found: dict[str, Any]) -> _Object:
 def loads(text: str | bytes) -> Any:
     """``json.loads(text)``, but a duplicated object key raises :class:`DuplicateKeyError`.
 
-    Other errors are ``json.loads``'s own (:class:`json.JSONDecodeError`, and ``RecursionError``
-    for text nested too deeply to read). A document without duplicates costs one dict per object
+    ``NaN`` and ``Infinity`` (which Python reads, JSON does not have) and numbers too large
+    for a float raise ``ValueError``. Other errors are ``json.loads``'s own
+    (:class:`json.JSONDecodeError`, and ``RecursionError`` for text nested too deeply to
+    read). A document without duplicates costs one dict per object
     more than ``json.loads``; only one with a duplicate is walked again, to name its path.
     """
     duplicates: list[bool] = []
@@ -61,10 +64,22 @@ def loads(text: str | bytes) -> Any:
         duplicates.append(True)
         return _marked(pairs, found)
 
-    data = json.loads(text, object_pairs_hook=hook)
+    data = json.loads(text, object_pairs_hook=hook, parse_constant=_not_json,
+                      parse_float=_finite)
     if duplicates:
         raise DuplicateKeyError(_first_duplicate(data))
     return data
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number too large to read")
+    return value
 
 
 def _first_duplicate(data: Any) -> str:

@@ -200,13 +200,20 @@ def issue_key(*, session: Session, partner_id: str, issued_at: datetime,
                     issued_at=at, issued_by=issued_by))
                 chain.append_events(session=session, events=[NewEvent(
                     kind=KEY_ISSUED, occurred_at=at, actor=issued_by,
-                    payload={"partner_id": partner_id, "key_id": key_id})])
+                    payload={"partner_id": partner_id, "key_id": key_id,
+                             "key_hash_sha256": bound_hash(key_hash(key))})])
         except IntegrityError:  # a key id drawn twice (2^-64): draw again
             if attempt == _ISSUE_ATTEMPTS - 1:
                 raise
             continue
         return IssuedKey(key_id=key_id, partner_id=partner_id, issued_at=at, key=key)
     raise ApiKeyError("no free key id found")  # pragma: no cover - the loop returns or raises
+
+
+def bound_hash(stored_hash: str) -> str:
+    """What a key's ``api_key_issued`` event says of its stored hash (a digest of it: the event
+    binds the row to the key without carrying the hash itself)."""
+    return hashlib.sha256(f"api-key|{stored_hash}".encode()).hexdigest()
 
 
 def revoke_keys(*, session: Session, partner_id: str, key_ids: Sequence[str] | None,
@@ -278,16 +285,30 @@ def judge_key(key: str, key_id: str, found: tuple[str, str, bool] | None) -> Key
 
 
 def verify_key(*, connection: Session | Connection, key: str) -> KeyCheck:
-    """Check a presented key: valid if issued, unrevoked and genuine.
+    """Check a presented key: valid if issued, unrevoked and genuine — as the record has it.
 
-    One primary-key lookup. A malformed key is refused without touching the database.
+    The key's row must be backed by its ``api_key_issued`` event, sealed with the chain key (for
+    keys issued since 0.4.0 the event carries the key's hash too), so a row written into the
+    database without the key issues nothing; a key is revoked by its revocation row or by a
+    sealed ``api_key_revoked`` event, so deleting the row does not bring it back. A primary-key
+    lookup and two look-ups of the (few) key events by kind. A malformed key is refused without
+    touching the database.
     """
     key_id = key_id_of(key)
     if key_id is None:
         return KeyCheck(None, problem="malformed")
     row = connection.execute(_VERIFY, {"key_id": key_id}).first()
-    found = None if row is None else (row.partner_id, row.key_hash, row.revoked is not None)
-    return judge_key(key, key_id, found)
+    if row is None:
+        return judge_key(key, key_id, None)
+    issued = [e.payload for e in chain.sealed_events(session=connection, kind=KEY_ISSUED)
+              if e.payload.get("key_id") == key_id]
+    if not issued or issued[-1].get("partner_id") != row.partner_id or (
+            issued[-1].get("key_hash_sha256") not in (None, bound_hash(row.key_hash))):
+        return KeyCheck(key_id, problem="not_on_record")
+    revoked = row.revoked is not None or any(
+        e.payload.get("key_id") == key_id
+        for e in chain.sealed_events(session=connection, kind=KEY_REVOKED))
+    return judge_key(key, key_id, (row.partner_id, row.key_hash, revoked))
 
 
 _VERIFY = (select(_KEYS.c.partner_id, _KEYS.c.key_hash, _REVOCATIONS.c.key_id.label("revoked"))
@@ -301,5 +322,9 @@ def revoked_among(*, session: Session | Connection, key_ids: Sequence[str]) -> s
     wanted = sorted(set(key_ids))
     if not wanted:
         return set()
-    return {str(k) for k in session.execute(
+    found = {str(k) for k in session.execute(
         select(_REVOCATIONS.c.key_id).where(_REVOCATIONS.c.key_id.in_(wanted))).scalars()}
+    # a revocation whose row was deleted still holds: its sealed event says so
+    return found | {str(e.payload.get("key_id"))
+                    for e in chain.sealed_events(session=session, kind=KEY_REVOKED)
+                    if e.payload.get("key_id") in wanted}

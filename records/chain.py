@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from legal_bases.table import canonical_json, sha256
@@ -96,8 +97,9 @@ LINK_PROBLEMS: Mapping[str, str] = {
     "hash_mismatch": "the event's content or seal was altered (or sealed without the key)",
     "unknown_key": "the event names a chain key that is not in the key ring: it cannot be "
                    "verified (configure the retired key) or was forged",
-    "unkeyed_event": "an event without a chain key follows a keyed one: written by someone "
-                     "without the key",
+    "unkeyed_event": "an event without a chain key where the key ring allows none (after the "
+                     "events written before the chain was keyed): written by someone without "
+                     "the key, or the chain re-hashed without it",
     "key_changed_without_rotation": "the event is sealed with another key than the one before "
                                     "it, without a valid chain_key_rotated event",
 }
@@ -133,9 +135,10 @@ def handover(old: ChainKey, *, prev_hash: str, new_key_id: str) -> str:
     return old.seal(f"chain-key-handover|{prev_hash}|{new_key_id}")
 
 
-def keys_of(session: Session) -> ChainKeys | None:
-    """The key ring bound to the session's engine, or None."""
-    keys = session.connection().get_execution_options().get(CHAIN_KEYS_OPTION)
+def keys_of(session: Session | Connection) -> ChainKeys | None:
+    """The key ring bound to the session's (or connection's) engine, or None."""
+    connection = session.connection() if isinstance(session, Session) else session
+    keys = connection.get_execution_options().get(CHAIN_KEYS_OPTION)
     return keys if isinstance(keys, ChainKeys) else None
 
 
@@ -163,6 +166,13 @@ def _head(session: Session) -> tuple[int, str, str | None]:
     row = session.execute(select(_EVENTS.c.seq, _EVENTS.c.hash, _EVENTS.c.key_id)
                           .order_by(_EVENTS.c.seq.desc()).limit(1)).first()
     return (0, GENESIS_HASH, None) if row is None else (int(row.seq), str(row.hash), row.key_id)
+
+
+def last_unkeyed(*, session: Session) -> int:
+    """The sequence number of the last event without a chain key (0: none)."""
+    found = session.execute(select(func.max(_EVENTS.c.seq))
+                            .where(_EVENTS.c.key_id.is_(None))).scalar_one_or_none()
+    return int(found or 0)
 
 
 def check_head_key(*, session: Session, keys: ChainKeys) -> None:
@@ -205,6 +215,11 @@ def _append(session: Session, events: Sequence[NewEvent], *,
     _lock_chain(session)
     seq, prev_hash, head_key = _head(session)
     todo = list(events)
+    if head_key is None and seq > keys.unkeyed_until:
+        raise ChainKeyError(f"the chain's last event (seq {seq}) has no key, and the key ring "
+                            f"allows unkeyed events up to seq {keys.unkeyed_until} only: a "
+                            "ledger from before the keyed chain needs 'unkeyed-until:<seq>' in "
+                            "its key ring; otherwise the chain was re-hashed without the key")
     if seq > 0 and head_key != key.key_id and not rotating:
         todo.insert(0, _rotation(keys, head_key, prev_hash))
     rows: list[dict[str, Any]] = []
@@ -292,6 +307,10 @@ class ChainWalk:
         if row.key_id is None:
             if self.keyed:
                 return "unkeyed_event", "an event without a chain key after keyed events"
+            until = self.keys.unkeyed_until if self.keys is not None else 0
+            if seq > until:
+                return ("unkeyed_event", f"an event without a chain key, where the key ring "
+                        f"allows unkeyed events up to seq {until} only")
             key = None
         else:
             key = self.keys.get(row.key_id) if self.keys is not None else None
@@ -320,6 +339,36 @@ class ChainWalk:
             return ("key_changed_without_rotation", f"the rotation to key {row.key_id} carries no "
                     f"valid handover by key {self.key_id}")
         return None
+
+
+def is_sealed(row: Any, keys: ChainKeys | None) -> bool:
+    """Whether one stored event (its columns as attributes) carries a valid seal: sealed with a
+    key of ``keys``, or one of the events written before the chain was keyed. Its place in the
+    chain is :func:`verify_chain`'s business; this says only that whoever wrote it held the key
+    — what the engine asks before it trusts a row the event records."""
+    if keys is None:
+        return False
+    if row.key_id is None:
+        key = None
+        if int(row.seq) > keys.unkeyed_until:
+            return False
+    else:
+        key = keys.get(row.key_id)
+        if key is None:
+            return False
+    fields = {name: getattr(row, name) for name in HASHED}
+    return bool(event_hash(prev_hash=row.prev_hash, key=key, **fields) == row.hash)
+
+
+def sealed_events(*, session: Session | Connection, kind: str,
+                  request_ids: Sequence[str] | None = None) -> list[Any]:
+    """The events of ``kind`` (about ``request_ids``, if given) that carry a valid seal under
+    the session's key ring, in chain order; events that do not are left out."""
+    keys = keys_of(session)
+    query = select(_EVENTS).where(_EVENTS.c.kind == kind).order_by(_EVENTS.c.seq)
+    if request_ids is not None:
+        query = query.where(_EVENTS.c.request_id.in_(list(request_ids)))
+    return [row for row in session.execute(query) if is_sealed(row, keys)]
 
 
 def verify_chain(*, session: Session, batch_size: int = 2000) -> ChainReport:

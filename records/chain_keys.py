@@ -9,7 +9,13 @@ engine appends is a ``chain_key_rotated`` event, sealed with the new key and car
 (an HMAC under the old key) that whoever held the old key handed over.
 
 A key ring is text: one ``<key id>:<hex secret>`` per line (or separated by commas), the last one
-current. It comes from ``DISCLOSURE_CHAIN_KEY``, a Prefect Secret block named by
+current. A ledger that recorded events before its chain was keyed (0.3.0) says how many in its
+ring, ``unkeyed-until:<seq>``: those events keep their plain sha256, and an unkeyed event after
+that sequence number is a forgery (someone "downgrading" the chain to re-hash it without the
+key). The key file of the embedded set-up writes that line itself when it is made for such a
+ledger; with ``DISCLOSURE_CHAIN_KEY`` or a block the operator adds it at the upgrade.
+
+The ring comes from ``DISCLOSURE_CHAIN_KEY``, a Prefect Secret block named by
 ``DISCLOSURE_CHAIN_KEY_BLOCK`` (read by the flows, :func:`flows.runtime.chain_keys`), or — the
 embedded default — the file ``<data_dir>/chain.keys``, made with one fresh key (mode 0600) on
 first use. Never in the database, never in a flow parameter or a log line: only key ids appear.
@@ -28,6 +34,8 @@ from records.errors import ChainKeyError
 
 #: Bytes of a generated key, and the fewest a configured key may have.
 CHAIN_KEY_BYTES = 32
+#: The key ring entry that says how many events were written before the chain was keyed.
+UNKEYED_UNTIL = "unkeyed-until"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 
@@ -53,6 +61,8 @@ class ChainKeys:
 
     current: ChainKey
     retired: tuple[ChainKey, ...] = ()
+    #: the last sequence number an event without a key may have (written before keying)
+    unkeyed_until: int = 0
 
     def get(self, key_id: str | None) -> ChainKey | None:
         """The key with this id, or None."""
@@ -66,7 +76,8 @@ class ChainKeys:
         return tuple(k.key_id for k in (*self.retired, self.current))
 
     def __repr__(self) -> str:
-        return f"ChainKeys(current={self.current.key_id!r}, retired={len(self.retired)})"
+        return (f"ChainKeys(current={self.current.key_id!r}, retired={len(self.retired)}, "
+                f"unkeyed_until={self.unkeyed_until})")
 
 
 def parse_keyring(text: str, where: str) -> ChainKeys:
@@ -76,8 +87,15 @@ def parse_keyring(text: str, where: str) -> ChainKeys:
     if not entries:
         raise ChainKeyError(f"{where}: no chain key (one '<key id>:<hex secret>' per line)")
     keys: list[ChainKey] = []
+    unkeyed_until = 0
     for number, entry in enumerate(entries, start=1):
         key_id, colon, secret = entry.partition(":")
+        if key_id == UNKEYED_UNTIL:
+            if not (secret.isascii() and secret.isdigit()):
+                raise ChainKeyError(f"{where}: entry {number}: {UNKEYED_UNTIL} takes a sequence "
+                                    "number")
+            unkeyed_until = int(secret)
+            continue
         if not colon:
             raise ChainKeyError(f"{where}: entry {number} is not '<key id>:<hex secret>'")
         if not _ID.match(key_id):
@@ -95,7 +113,9 @@ def parse_keyring(text: str, where: str) -> ChainKeys:
         if any(k.key_id == key_id for k in keys):
             raise ChainKeyError(f"{where}: the key id {key_id} appears twice")
         keys.append(ChainKey(key_id, raw))
-    return ChainKeys(current=keys[-1], retired=tuple(keys[:-1]))
+    if not keys:
+        raise ChainKeyError(f"{where}: no chain key (one '<key id>:<hex secret>' per line)")
+    return ChainKeys(current=keys[-1], retired=tuple(keys[:-1]), unkeyed_until=unkeyed_until)
 
 
 def new_key_entry(now: datetime | None = None) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from records.chain import CHAIN_KEYS_OPTION, check_head_key
+from records.chain import CHAIN_KEYS_OPTION, check_head_key, last_unkeyed
 from records.chain_keys import ChainKeys
 from records.settings import Settings
 
@@ -142,9 +142,17 @@ def open_ledger(settings: Settings, *, chain_keys: ChainKeys | None = None) -> E
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(settings.resolved_database_url)
     ensure_database_folder(url)
+    new_ring = chain_keys is None and settings.makes_chain_key_file
     keys = chain_keys or settings.chain_keys()
     engine = make_engine(url, chain_keys=keys)
     migrate(engine)
     with Session(engine) as session:
+        unkeyed = last_unkeyed(session=session) if new_ring else 0
         check_head_key(session=session, keys=keys)
+    if unkeyed:
+        # The key file is made now, for a ledger written before the chain was keyed: it says
+        # which events may carry no key (only when made: never later, for an unkeyed tail).
+        keys = settings.note_unkeyed_until(unkeyed)
+        engine.dispose()
+        engine = make_engine(url, chain_keys=keys)
     return engine

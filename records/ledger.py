@@ -191,8 +191,12 @@ def _repeat_or_conflict(existing: RequestRow, digest: str, partner_id: str) -> R
 
 
 def _short_str(data: Any, key: str, limit: int) -> str | None:
+    """What an invalid submission claimed for ``key``, where it is printable text that fits its
+    column (a reference of escape codes would reach an operator's terminal); the raw body keeps
+    whatever it was."""
     value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+    return (value if isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+            else None)
 
 
 def request_values(*, partner_id: str, body: Body, channel: Channel, raw_body: str, data: Any,

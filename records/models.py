@@ -243,6 +243,8 @@ class AuditEvent(SQLModel, table=True):
         UniqueConstraint("prev_hash", name="uq_audit_events_prev_hash"),
         UniqueConstraint("hash", name="uq_audit_events_hash"),
         CheckConstraint("seq >= 1", name="ck_audit_events_seq"),
+        # the few events of a kind (reviewer enrolments, API keys) without a scan of the chain
+        Index("ix_audit_events_kind", "kind", "seq"),
     )
 
     # Assigned by records.chain.append_events under the chain lock (it is part of the hash),

@@ -7,8 +7,9 @@ Nothing is fetched from the register or delivered unless, in the ledger as commi
 * the decision being carried out is the request's decision in force (its highest ``sequence``),
   it releases data (``approved`` or ``partially_approved``), and it releases exactly the
   categories that are about to be sent;
-* that decision's ``decision_recorded`` event is on the chain and says the same outcome and
-  categories;
+* that decision's ``decision_recorded`` event is on the chain, sealed with the chain key (an
+  event someone wrote into the database without the key vouches for nothing), and says the same
+  outcome and categories; so is the request's ``request_received`` event;
 * the request waits for delivery (state ``decided``).
 
 The delivery step asks :func:`check_releases` just before it reads the register and again holds
@@ -28,6 +29,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from legal_bases.vocabulary import Outcome
+from records.chain import is_sealed, keys_of
 from records.ledger import in_chunks
 from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus, RequestSubject
 from records.vocabulary import EventKind, RequestState
@@ -80,6 +82,7 @@ def check_releases(*, session: Session, releases: Sequence[Release]) -> dict[str
     """For each release (by decision id): None if the gate lets it through, else the refusal
     code (:data:`REFUSALS`). A handful of batched queries for the whole sequence."""
     ids = list(dict.fromkeys(r.request_id for r in releases))
+    keys = keys_of(session)
     facts = {request_id: _Facts() for request_id in ids}
     decisions: dict[str, dict[str, Any]] = {}
     events: dict[str, list[Mapping[str, Any]]] = {}
@@ -104,10 +107,12 @@ def check_releases(*, session: Session, releases: Sequence[Release]) -> dict[str
             if held is None or decision.sequence > decisions[held]["sequence"]:
                 facts[decision.request_id].latest = decision.id
         for event in session.execute(
-                select(_EVENTS.c.request_id, _EVENTS.c.kind, _EVENTS.c.payload)
+                select(_EVENTS)
                 .where(_EVENTS.c.request_id.in_(chunk),
                        _EVENTS.c.kind.in_([EventKind.DECISION_RECORDED.value,
                                            EventKind.REQUEST_RECEIVED.value]))):
+            if not is_sealed(event, keys):
+                continue  # written by someone without the chain key: it vouches for nothing
             if event.kind == EventKind.REQUEST_RECEIVED.value:
                 facts[event.request_id].received = True
             elif isinstance(event.payload, dict):

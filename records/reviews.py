@@ -43,6 +43,9 @@ ROLE_LENGTH = limits.COLUMN_ROLE_LENGTH
 SEALED_LENGTH = 512
 CODE_LENGTH = 64
 
+#: The audit events of enrolling and removing a reviewer.
+ENROLLED = "reviewer_enrolled"
+REMOVED = "reviewer_removed"
 #: The roles a reviewer can have; any enrolled reviewer may decide, the role is on the record.
 ROLES = ("jurist", "senior_jurist", "privacy_officer")
 
@@ -135,14 +138,20 @@ def enroll_reviewer(*, session: Session, reviewer_id: str, name: str, role: str,
     if session.get(ReviewerRow, reviewer_id) is not None:
         raise ReviewerError(f"reviewer {reviewer_id!r} is already enrolled")
     secret = totp.new_secret()
+    sealed = seal.seal(secret)
     with session.begin_nested():
         session.add(ReviewerRow(id=reviewer_id, name=name, role=role,
-                                totp_secret_sealed=seal.seal(secret), enrolled_at=utc(now)))
+                                totp_secret_sealed=sealed, enrolled_at=utc(now)))
         session.flush()
         chain.append_events(session=session, events=[NewEvent(
-            kind="reviewer_enrolled", occurred_at=utc(now), actor="operator",
-            payload={"reviewer_id": reviewer_id, "role": role})])
+            kind=ENROLLED, occurred_at=utc(now), actor="operator",
+            payload={"reviewer_id": reviewer_id, "role": role,
+                     "sealed_secret_sha256": _digest(sealed)})])
     return secret
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def remove_reviewer(*, session: Session, reviewer_id: str, now: datetime) -> None:
@@ -155,7 +164,7 @@ def remove_reviewer(*, session: Session, reviewer_id: str, now: datetime) -> Non
         session.add(ReviewerRemoval(reviewer_id=reviewer_id, removed_at=utc(now)))
         session.flush()
         chain.append_events(session=session, events=[NewEvent(
-            kind="reviewer_removed", occurred_at=utc(now), actor="operator",
+            kind=REMOVED, occurred_at=utc(now), actor="operator",
             payload={"reviewer_id": reviewer_id})])
 
 
@@ -170,12 +179,24 @@ def verify_code(*, session: Session, reviewer_id: str, code: str, seal: totp.Sec
                 now: datetime) -> Reviewer | str:
     """The reviewer if ``code`` is their current one-time code and unused; else why not.
 
-    A code that matches is spent at once (in the caller's transaction), so it counts once.
+    A reviewer counts only as the record has them: their enrolment's ``reviewer_enrolled``
+    event, sealed with the chain key, names them (and, since 0.4.0, the digest of their sealed
+    secret, so a row whose secret was swapped for another reviewer's does not count), and
+    neither a removal row nor a sealed ``reviewer_removed`` event stops them. Someone who can
+    write to the database but does not hold the chain key cannot make a reviewer. A code that
+    matches is spent at once (in the caller's transaction), so it counts once.
     """
     row = session.get(ReviewerRow, reviewer_id)
     if row is None:
         return "unknown_reviewer"
-    if session.get(ReviewerRemoval, reviewer_id) is not None:
+    enrolled = [e for e in chain.sealed_events(session=session, kind=ENROLLED)
+                if e.payload.get("reviewer_id") == reviewer_id]
+    digest = enrolled[-1].payload.get("sealed_secret_sha256") if enrolled else None
+    if not enrolled or (digest is not None and digest != _digest(row.totp_secret_sealed)):
+        return "reviewer_not_on_record"
+    if session.get(ReviewerRemoval, reviewer_id) is not None or any(
+            e.payload.get("reviewer_id") == reviewer_id
+            for e in chain.sealed_events(session=session, kind=REMOVED)):
         return "reviewer_removed"
     step = totp.matching_step(seal.open(row.totp_secret_sealed), code, now=utc(now).timestamp())
     if step is None:
@@ -186,7 +207,7 @@ def verify_code(*, session: Session, reviewer_id: str, code: str, seal: totp.Sec
             session.flush()
     except IntegrityError:
         return "code_reused"
-    return Reviewer(row.id, row.name, row.role, True)
+    return Reviewer(row.id, row.name, str(enrolled[-1].payload.get("role") or row.role), True)
 
 
 def answers_for(*, session: Session, request_id: str) -> list[ReviewAnswerRow]:

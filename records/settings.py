@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from legal_bases import limits
 from legal_bases.table import GroundTable, load_table
-from records.chain_keys import ChainKeys, new_key_entry, parse_keyring
+from records.chain_keys import UNKEYED_UNTIL, ChainKeys, new_key_entry, parse_keyring
 from records.errors import ChainKeyError, PseudonymKeyError
 
 #: Names of the key files created under ``data_dir`` when no key is configured.
@@ -115,6 +115,20 @@ class Settings(BaseSettings):
         path = self.pseudonym_key_file
         return _parse_key(_key_file(path, lambda: secrets.token_hex(PSEUDONYM_KEY_BYTES)),
                           str(path))
+
+    @property
+    def makes_chain_key_file(self) -> bool:
+        """Whether the chain's key ring is the key file and it does not exist yet."""
+        return (self.chain_key is None and not self.chain_key_block
+                and not self.chain_key_file.exists())
+
+    def note_unkeyed_until(self, seq: int) -> ChainKeys:
+        """Say in the key file that events up to ``seq`` were written before the chain was
+        keyed (the first line; see :mod:`records.chain_keys`); returns the ring."""
+        path = self.chain_key_file
+        text = path.read_text("ascii")
+        path.write_text(f"{UNKEYED_UNTIL}:{seq}\n{text}", "ascii")
+        return parse_keyring(path.read_text("ascii"), str(path))
 
     def chain_keys(self) -> ChainKeys:
         """The chain's key ring: ``DISCLOSURE_CHAIN_KEY``, else the key file (made on first use).

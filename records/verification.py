@@ -51,6 +51,7 @@ from legal_bases.limits import (
 )
 from legal_bases.table import canonical_json, sha256, table_from_snapshot
 from legal_bases.vocabulary import Outcome
+from records.api_keys import KEY_ISSUED, KEY_REVOKED, ApiKeyRevocation, ApiKeyRow, bound_hash
 from records.chain import LINK_PROBLEMS, ChainWalk, keys_of
 from records.checkpoints import FoundCheckpoints, checkpoint_problem
 from records.db import read_only
@@ -65,7 +66,14 @@ from records.models import (
     TableSnapshot,
 )
 from records.pseudonym import subjects_digest
-from records.reviews import ReviewAnswerRow, motivation_digest
+from records.reviews import (
+    ENROLLED,
+    REMOVED,
+    ReviewAnswerRow,
+    ReviewerRemoval,
+    ReviewerRow,
+    motivation_digest,
+)
 from records.vocabulary import EventKind
 
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
@@ -76,6 +84,11 @@ _DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]
 _ANSWERS: Table = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
 _SNAPSHOTS: Table = TableSnapshot.__table__  # type: ignore[attr-defined]
 _STATUS: Table = RequestStatus.__table__  # type: ignore[attr-defined]
+_REVIEWERS: Table = ReviewerRow.__table__  # type: ignore[attr-defined]
+_REMOVALS: Table = ReviewerRemoval.__table__  # type: ignore[attr-defined]
+_KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
+_REVOCATIONS: Table = ApiKeyRevocation.__table__  # type: ignore[attr-defined]
+_ACTORS = frozenset({ENROLLED, REMOVED, KEY_ISSUED, KEY_REVOKED})
 
 REVIEW_ANSWER_RECORDED = "review_answer_recorded"
 _RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
@@ -135,6 +148,17 @@ PROBLEM_CODES: Mapping[str, str] = {
                                        "had replaced before the delivery was made",
     "delivery_categories_differ": "a delivery's event records other categories than its "
                                   "decision released",
+    # who may act: reviewers and API keys, against their events
+    "reviewer_without_event": "a reviewer row has no reviewer_enrolled event (or its secret is "
+                              "not the one enrolled): written outside the engine",
+    "removal_without_event": "a reviewer removal has no reviewer_removed event",
+    "event_without_removal": "a reviewer_removed event's removal row is missing (the reviewer "
+                             "would be able to decide again)",
+    "api_key_without_event": "an API key row has no api_key_issued event for its partner (and "
+                             "hash): written outside the engine",
+    "revocation_without_event": "an API key revocation has no api_key_revoked event",
+    "event_without_revocation": "an api_key_revoked event's revocation row is missing (the key "
+                                "would work again)",
     # the projection (warnings)
     "status_mismatch": "request_status disagrees with the state the chain derives (warning)",
     "status_missing": "a request the chain knows has no request_status row (warning)",
@@ -463,6 +487,12 @@ class _Expected:
     deliveries: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     #: the categories each delivery's event says it carried (events from 0.4.0 on say so)
     delivered: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: who may act, as the events say: reviewer id -> digest of the sealed secret (None before
+    #: 0.4.0); removed reviewers; key id -> (partner, hash or None); revoked keys
+    enrolled: dict[str, str | None] = field(default_factory=dict)
+    removed: set[str] = field(default_factory=set)
+    issued: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
     answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     snapshots: dict[str, tuple[int, Any, Any]] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
@@ -540,6 +570,7 @@ class _Verifier:
         self._decisions(snapshots)
         self._deliveries()
         self._releases()
+        self._actors()
         self._answers()
         self._status()
         return RecordReport(
@@ -656,11 +687,56 @@ class _Verifier:
                 key = self._key(None, "request and answer seq", event, expected.answers)
             if key is not None:
                 expected.answers[key] = (seq, _fingerprint(_answer_from_event(event, payload)))
+        elif kind in _ACTORS:
+            self._actor(kind, payload)
         elif kind == EventKind.TABLE_SNAPSHOT_STORED.value:
             key = self._key(payload.get("table_hash"), "table_hash", event, expected.snapshots)
             if key is not None:
                 expected.snapshots[key] = (seq, _frozen(payload.get("grounds")),
                                            _frozen(payload.get("ground_versions")))
+
+    def _actor(self, kind: str, payload: Mapping[str, Any]) -> None:
+        expected = self.expected
+        if kind == ENROLLED:
+            expected.enrolled[str(payload.get("reviewer_id"))] = payload.get(
+                "sealed_secret_sha256")
+        elif kind == REMOVED:
+            expected.removed.add(str(payload.get("reviewer_id")))
+        elif kind == KEY_ISSUED:
+            expected.issued[str(payload.get("key_id"))] = (payload.get("partner_id"),
+                                                           payload.get("key_hash_sha256"))
+        else:
+            expected.revoked.add(str(payload.get("key_id")))
+
+    def _actors(self) -> None:
+        """Reviewers and API keys against the events that made, removed and revoked them."""
+        expected = self.expected
+        for row in self.session.execute(select(_REVIEWERS.c.id, _REVIEWERS.c.totp_secret_sealed)):
+            digest = expected.enrolled.get(row.id, "missing")
+            sealed = hashlib.sha256(row.totp_secret_sealed.encode("utf-8")).hexdigest()
+            if digest == "missing" or digest not in (None, sealed):
+                self._found("reviewer_without_event", "reviewers", "no reviewer_enrolled event "
+                            "enrolled this reviewer with this secret", row_id=row.id)
+        removals = set(self.session.execute(select(_REMOVALS.c.reviewer_id)).scalars())
+        for reviewer_id in sorted(removals - expected.removed):
+            self._found("removal_without_event", "reviewer_removals", "no reviewer_removed "
+                        "event", row_id=reviewer_id)
+        for reviewer_id in sorted(expected.removed - removals):
+            self._found("event_without_removal", "reviewer_removals", "the removal its "
+                        "reviewer_removed event records is missing", row_id=reviewer_id)
+        for key in self.session.execute(
+                select(_KEYS.c.key_id, _KEYS.c.partner_id, _KEYS.c.key_hash)):
+            partner_id, bound = expected.issued.get(key.key_id, (None, None))
+            if partner_id != key.partner_id or bound not in (None, bound_hash(key.key_hash)):
+                self._found("api_key_without_event", "api_keys", f"no api_key_issued event "
+                            f"issued this key to {key.partner_id}", row_id=key.key_id)
+        revocations = set(self.session.execute(select(_REVOCATIONS.c.key_id)).scalars())
+        for key_id in sorted(revocations - expected.revoked):
+            self._found("revocation_without_event", "api_key_revocations", "no api_key_revoked "
+                        "event", row_id=key_id)
+        for key_id in sorted(expected.revoked - revocations):
+            self._found("event_without_revocation", "api_key_revocations", "the revocation its "
+                        "api_key_revoked event records is missing", row_id=key_id)
 
     def _categories(self, values: Sequence[Any]) -> tuple[str, ...]:
         """``values`` as a sorted tuple, one shared object per distinct set (few exist)."""

@@ -23,6 +23,7 @@ from records.api_keys import (
     TooManyKeysError,
     UnknownApiKeyError,
     active_key_counts,
+    bound_hash,
     issue_key,
     key_hash,
     key_id_of,
@@ -137,7 +138,8 @@ def test_issuing_and_revoking_are_audit_events_without_the_secret(ledger_engine:
         events = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))  # type: ignore[arg-type]
         assert [(e.kind, e.actor) for e in events] == [(KEY_ISSUED, "operator:test"),
                                                        (KEY_REVOKED, "operator:alice")]
-        assert events[0].payload == {"partner_id": "belastingdienst", "key_id": issued.key_id}
+        assert events[0].payload == {"partner_id": "belastingdienst", "key_id": issued.key_id,
+                                     "key_hash_sha256": bound_hash(key_hash(issued.key))}
         assert events[1].payload["reason"] == "left the team"
         text_of_events = json.dumps([e.payload for e in events])
         assert issued.key not in text_of_events

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pipeline_support as ps
 import pytest
-from sqlalchemy import Engine, func, select
+import requests
+from conftest import TEST_CHAIN_KEYS
+from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlmodel import Session, col
 from test_intake_api import Api, issue, running_api
 
@@ -39,6 +43,8 @@ from legal_bases.request import DisclosureRequest, read_request
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReasonCode
 from records import totp
+from records.api_keys import key_hash, revoke_keys
+from records.chain import chain_head
 from records.deliveries import DeliveryItem, record_deliveries
 from records.ledger import (
     DecisionItem,
@@ -52,7 +58,7 @@ from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestRow
 from records.pseudonym import Pseudonymizer
 from records.queue import claim_requests, release_claims
 from records.replay import ReplayStatus, replay_request
-from records.reviews import enroll_reviewer, verify_code
+from records.reviews import enroll_reviewer, remove_reviewer, verify_code
 from records.settings import load_settings
 from records.totp import SecretSeal
 from records.verification import verify_record
@@ -452,3 +458,110 @@ def test_a_code_valid_when_submitted_counts_however_late_the_run_takes_it(
     with Session(engine.ledger) as session, session.begin():
         assert verify_code(session=session, reviewer_id="anna", code=form.code, seal=seal,
                            now=typed) == "code_reused"
+
+
+# -- an insider with the database but not the chain key -----------------------------------------
+
+@contextmanager
+def guards_off(engine: Engine) -> Iterator[Connection]:
+    """Commit changes with the append-only triggers off: an insider with database rights."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            for name in connection.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars().all():
+                connection.exec_driver_sql(f"DROP TRIGGER {name}")
+        else:
+            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        yield connection
+
+
+def test_a_forged_approval_with_a_made_up_seal_is_set_aside(engine: Dispatcher,
+                                                            api: Api) -> None:
+    request_id = api.post(TAX).json()["id"]
+    engine.dispatch()  # delivered; now an insider adds a second, wider approval
+    decision_id = str(uuid.uuid4())
+    with Session(engine.ledger) as session:
+        seq, head = chain_head(session=session)
+        (first,) = decisions_for(session=session, request_id=request_id)
+    with guards_off(engine.ledger) as db:
+        db.execute(insert(DecisionRow.__table__), [{  # type: ignore[attr-defined]
+            **first.model_dump(), "id": decision_id, "sequence": 2, "supersedes": first.id,
+            "released": ["financiele_gegevens", "personalia"], "decided_by": "engine"}])
+        db.execute(insert(AuditEvent.__table__), [{  # type: ignore[attr-defined]
+            "seq": seq + 1, "id": str(uuid.uuid4()), "occurred_at": datetime.now(UTC),
+            "kind": "decision_recorded", "request_id": request_id, "actor": "engine",
+            "flow_run_id": None, "prev_hash": head, "hash": "f" * 64,
+            "key_id": TEST_CHAIN_KEYS.current.key_id,
+            "payload": {"decision_id": decision_id, "outcome": "approved", "state": "decided",
+                        "released": ["financiele_gegevens", "personalia"]}}])
+        db.execute(text("UPDATE request_status SET state = 'decided' WHERE request_id = :r"),
+                   {"r": request_id})
+    before = engine.files()
+    _, delivered = engine.dispatch()
+    assert delivered.delivered == 0
+    assert engine.files() == before  # nothing more left
+    (aside,) = ps.events_of(engine.ledger, request_id, "request_set_aside")
+    assert aside.payload["detail"] == "decision_event_missing"
+    assert "hash_mismatch" in verified(engine.ledger)
+
+
+def test_a_reviewer_written_into_the_database_cannot_decide(engine: Dispatcher) -> None:
+    seal = SecretSeal(engine.rt.settings.pseudonym_key_bytes())
+    now = datetime.now(UTC)
+    with Session(engine.ledger) as session, session.begin():
+        secret = enroll_reviewer(session=session, reviewer_id="anna", name="Anna",
+                                 role="jurist", seal=seal, now=now)
+        enroll_reviewer(session=session, reviewer_id="cees", name="Cees", role="jurist",
+                        seal=seal, now=now)
+        remove_reviewer(session=session, reviewer_id="cees", now=now)
+    with guards_off(engine.ledger) as db:
+        # bram, with anna's sealed secret: anna's code would count as bram's
+        db.execute(text("INSERT INTO reviewers SELECT 'bram', 'Bram', 'senior_jurist', "
+                        "totp_secret_sealed, enrolled_at FROM reviewers WHERE id = 'anna'"))
+        # and cees's removal undone
+        db.execute(text("DELETE FROM reviewer_removals WHERE reviewer_id = 'cees'"))
+        # and cees given anna's secret
+        db.execute(text("UPDATE reviewers SET totp_secret_sealed = (SELECT totp_secret_sealed "
+                        "FROM reviewers WHERE id = 'anna') WHERE id = 'cees'"))
+    code = totp.code_at(secret, totp.step_of(now.timestamp()))
+    with Session(engine.ledger) as session, session.begin():
+        assert verify_code(session=session, reviewer_id="bram", code=code, seal=seal,
+                           now=now) == "reviewer_not_on_record"
+        assert verify_code(session=session, reviewer_id="cees", code=code, seal=seal,
+                           now=now) == "reviewer_not_on_record"
+        assert not isinstance(verify_code(session=session, reviewer_id="anna", code=code,
+                                          seal=seal, now=now), str)
+    found = verified(engine.ledger)
+    assert {"reviewer_without_event", "event_without_removal"} <= set(found)
+
+
+def test_an_api_key_written_into_the_database_opens_nothing(engine: Dispatcher,
+                                                          api: Api) -> None:
+    """A key row an insider inserted (a key they chose) is refused; a revocation whose row was
+    deleted still holds."""
+    forged_key = "dk_c1b2c3d4e5f60710_" + "A" * 43
+    revoked = issue(engine.ledger, "uwv")
+    with Session(engine.ledger) as session, session.begin():
+        revoke_keys(session=session, partner_id="uwv", key_ids=None,
+                    revoked_at=datetime.now(UTC), revoked_by="operator")
+    with guards_off(engine.ledger) as db:
+        db.execute(text("INSERT INTO api_keys (key_id, partner_id, key_hash, issued_at, "
+                        "issued_by) VALUES (:k, 'belastingdienst', :h, :t, 'insider')"),
+                   {"k": "c1b2c3d4e5f60710", "h": key_hash(forged_key), "t": datetime.now(UTC)})
+        db.execute(text("DELETE FROM api_key_revocations"))
+    for key in (forged_key, revoked):
+        answer = requests.post(f"{api.url}/v1/requests", json=TAX, timeout=10,
+                               headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 401, answer.text
+    assert {"api_key_without_event", "event_without_revocation"} <= set(verified(engine.ledger))
+
+
+def test_a_reference_of_escape_codes_is_not_kept_for_display(engine: Dispatcher,
+                                                             api: Api) -> None:
+    """An invalid submission's reference goes into a column operators' commands print: only
+    printable text does (the raw body keeps what was sent)."""
+    answer = api.post({**TAX, "reference": "X\x1b[2J\x1b[31mRED"})
+    assert answer.status_code == 422
+    row = row_of(engine.ledger, answer.json()["request_id"])
+    assert row.reference is None
+    assert "\x1b[2J" in json.loads(row.raw_body)["reference"]

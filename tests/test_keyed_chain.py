@@ -250,30 +250,81 @@ def test_a_malformed_key_ring_is_refused_without_showing_a_secret(text: str,
     assert "cdcd" not in str(refused.value)
 
 
-def test_a_ledger_from_before_the_keyed_chain_goes_on_keyed(ledger: Engine) -> None:
-    """0.3.0's events (a plain sha256, no key id) stay verifiable; the first event appended
-    after the upgrade is the rotation to a key, and from there on every event is sealed."""
-    legacy = []
-    prev = GENESIS_HASH
-    for n in range(3):
+def legacy_events(count: int) -> list[dict[str, Any]]:
+    """Events as 0.3.0 wrote them: a plain sha256, no key id."""
+    rows, prev = [], GENESIS_HASH
+    for n in range(count):
         row: dict[str, Any] = {
             "seq": n + 1, "id": str(uuid.uuid4()), "occurred_at": T0, "kind": "test_event",
             "request_id": None, "actor": "tester", "flow_run_id": None, "payload": {"n": n},
             "prev_hash": prev, "key_id": None}
         row["hash"] = prev = event_hash(**row)
-        legacy.append(row)
+        rows.append(row)
+    return rows
+
+
+def test_a_ledger_from_before_the_keyed_chain_goes_on_keyed(ledger: Engine) -> None:
+    """0.3.0's events (a plain sha256, no key id) stay verifiable where the key ring says they
+    came first (``unkeyed-until``); the first event appended after the upgrade is the rotation to
+    a key, and from there on every event is sealed."""
     with ledger.begin() as connection:
-        connection.execute(insert(EVENTS), legacy)
-    append(ledger, 2, start=3)
+        connection.execute(insert(EVENTS), legacy_events(3))
+    with pytest.raises(ChainKeyError, match="unkeyed-until"):
+        append(ledger, 1)  # a ring that does not know of them: no append
+    assert codes(verify(ledger)) == [("unkeyed_event", seq) for seq in (1, 2, 3)]
+    upgraded = keyed(ledger, ChainKeys(current=KEY_A, unkeyed_until=3))
+    append(upgraded, 2, start=3)
     stored = rows(ledger)
     assert [(r["kind"], r["key_id"]) for r in stored] == [
         ("test_event", None)] * 3 + [("chain_key_rotated", KEY_A.key_id)] + [
         ("test_event", KEY_A.key_id)] * 2
     assert stored[3]["payload"] == {"from_key_id": None, "to_key_id": KEY_A.key_id,
                                     "handover": None}
-    report = verify(ledger)
+    report = verify(upgraded)
     assert report.ok
     assert [p.code for p in report.problems if p.warning] == ["unkeyed_events"]
+
+
+def test_the_key_file_made_for_a_0_3_ledger_says_which_events_came_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("DISCLOSURE_")]:
+        if name != "DISCLOSURE_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    settings = load_settings(data_dir=tmp_path)
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(EVENTS), legacy_events(4))
+    engine.dispose()
+    opened = open_ledger(settings)  # the first open of the upgrade makes the key file
+    assert settings.chain_key_file.read_text().splitlines()[0] == "unkeyed-until:4"
+    append(opened, 1)
+    assert verify(opened).ok
+    assert main(["audit", "verify"]) == 0
+
+
+def test_a_chain_re_hashed_without_the_key_is_found_however_far_back(ledger: Engine) -> None:
+    """The "downgrade": an insider without the key deletes an event in the middle and re-hashes
+    the whole chain as if it were written before the chain was keyed. The key ring knows there
+    were no such events."""
+    append(ledger, 6)
+    stored = rows(ledger)
+    kept = [r for r in stored if r["seq"] != 2]
+
+    def downgrade(connection: Connection) -> None:
+        connection.execute(delete(EVENTS))
+        prev = GENESIS_HASH
+        for seq, row in enumerate(kept, start=1):
+            forged = {**row, "seq": seq, "prev_hash": prev, "key_id": None}
+            forged["hash"] = prev = event_hash(**{k: v for k, v in forged.items()
+                                                  if k != "hash"})
+            connection.execute(insert(EVENTS), [forged])
+
+    tamper(ledger, downgrade)
+    report = verify(ledger)
+    assert not report.ok
+    assert report.first_break is not None
+    assert (report.first_break.code, report.first_break.seq) == ("unkeyed_event", 1)
 
 
 # -- checkpoints --------------------------------------------------------------------------------

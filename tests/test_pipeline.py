@@ -223,7 +223,7 @@ def test_a_dropoff_records_every_line_once_and_files_each_file_away(
     run = pipeline.collect()
 
     assert run.state.is_completed(), run.state
-    assert run.totals == {"files": 4, "valid": 3, "invalid": 4}
+    assert run.totals == {"files": 4, "valid": 3, "invalid": 4, "not_filed": 0}
     requests = ps.rows(pipeline.ledger, RequestRow)
     assert len(requests) == 7  # 1 + 4 non-blank lines + 2; nothing of the unknown partner
     keys = {r.intake_key: r for r in requests}
@@ -276,7 +276,7 @@ def test_a_dropoff_records_every_line_once_and_files_each_file_away(
 
     # a second sweep finds nothing new
     again = pipeline.collect()
-    assert again.totals == {"files": 0, "valid": 0, "invalid": 0}
+    assert again.totals == {"files": 0, "valid": 0, "invalid": 0, "not_filed": 0}
     assert ps.count(pipeline.ledger, RequestRow) == 7
 
     # the dispatcher then gives every recorded request, valid or not, exactly one decision
@@ -310,7 +310,7 @@ def test_the_dispatcher_delivers_exactly_the_released_data_once(pipeline: ps.Pip
     pipeline.drop("gemeente-utrecht", "health.json",
                   json.dumps(ps.leerplicht_with_health("UTR-B-1")))
     pipeline.drop("svb", "shielded.json", json.dumps(ps.svb_request("SVB-B-1")))
-    assert pipeline.collect().totals == {"files": 6, "valid": 7, "invalid": 0}
+    assert pipeline.collect().totals == {"files": 6, "valid": 7, "invalid": 0, "not_filed": 0}
     assert set_shielded(engine=pipeline.register, subjects=[ps.SVB_PARENT], shielded=True) == 1
 
     run = pipeline.dispatch()
@@ -621,7 +621,7 @@ def test_a_dropoff_that_recorded_requests_starts_the_dispatcher(pipeline: ps.Pip
     assert nudged[0].idempotency_key == f"dropoff-{collected.id}"
 
     idle = ps.run_flow(collect_dropoffs)  # nothing dropped: no dispatcher run
-    assert idle.totals == {"files": 0, "valid": 0, "invalid": 0}
+    assert idle.totals == {"files": 0, "valid": 0, "invalid": 0, "not_filed": 0}
     assert [r.id for r in deployment_runs(DISPATCHER) if r.id not in before] == [nudged[0].id]
 
 
@@ -766,7 +766,7 @@ def test_two_dispatcher_runs_at_once_decide_and_deliver_each_request_once(
     pipeline.drop("belastingdienst", "many.jsonl", ps.jsonl(*(
         ps.tax_request(f"BD-E-{n:03d}", subjects=(subjects[n % len(subjects)],))
         for n in range(200))))
-    assert pipeline.collect().totals == {"files": 1, "valid": 200, "invalid": 0}
+    assert pipeline.collect().totals == {"files": 1, "valid": 200, "invalid": 0, "not_filed": 0}
 
     # both runs hold a claimed batch before either decides: they really run side by side
     barrier = threading.Barrier(2, timeout=60)

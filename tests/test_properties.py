@@ -175,8 +175,20 @@ def test_strict_json_reads_as_the_json_module_does_but_refuses_a_key_named_twice
     elif any(duplicated):
         assert isinstance(got, strict_json.DuplicateKeyError)
         assert got.path
+    elif not _finite_json(expected):
+        # NaN and Infinity are Python's, not JSON's: refused
+        assert isinstance(got, ValueError)
     else:
         assert json.dumps(got) == json.dumps(expected)
+
+
+def _finite_json(value: Any) -> bool:
+    """Whether ``value`` holds no NaN or infinite number (JSON has none)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 @PURE

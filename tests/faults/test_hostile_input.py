@@ -117,3 +117,47 @@ def test_a_body_naming_a_key_twice_is_refused_by_every_channel(
     outcome = assert_invariants(pipeline, submitted=2)
     assert outcome.states == {"rejected": 2}
     assert all(r.raw_body.endswith(']}') for r in ps.rows(pipeline.ledger, RequestRow))
+
+
+def test_a_partner_s_file_that_cannot_be_filed_away_stops_no_other_partner(
+        pipeline: ps.Pipeline) -> None:
+    """A file name so long that its report's name would not fit, and a file named like the
+    folder a file is filed into: that partner's files wait (their requests recorded once), the
+    other partners' are taken in and delivered."""
+    long_name = "a" * 240 + ".json"
+    pipeline.drop("toeslagen", long_name, json.dumps({
+        "reference": "TS-LONG", "legal_basis": "awir-38", "purpose": "toeslagen",
+        "subjects": [ps.wire(ps.TOESLAGEN_SUBJECT)], "categories": ["personalia"]}))
+    (pipeline.dropoff / "uwv").mkdir(parents=True)
+    (pipeline.dropoff / "uwv" / "processed").write_text("not a folder")
+    pipeline.drop("uwv", "blocked.json", json.dumps(ps.uwv_on_tax_ground("UWV-BLOCKED")))
+    pipeline.drop("belastingdienst", "after.json", json.dumps(valid("AFTER-1")))
+    injected("drop file that cannot be filed away", 2)
+    first = pipeline.collect()
+    assert first.state.is_completed(), first.state
+    assert first.totals["not_filed"] == 1  # uwv's; the long name is filed under a short one
+    assert (pipeline.dropoff / "belastingdienst" / "processed" / "after.json").exists()
+    assert not (pipeline.dropoff / "toeslagen" / long_name).exists()
+    again = pipeline.collect()  # the blocked file again: nothing recorded twice
+    assert again.totals["not_filed"] == 1
+    assert pipeline.dispatch().state.is_completed()
+    outcome = assert_invariants(pipeline, submitted=3)
+    assert outcome.delivered == 2
+
+
+def test_a_drop_line_that_is_not_utf8_is_refused_and_kept(pipeline: ps.Pipeline) -> None:
+    folder = pipeline.dropoff / "belastingdienst"
+    folder.mkdir(parents=True)
+    good = json.dumps(valid("UTF-1")).encode()
+    bad = json.dumps(valid("UTF-2")).replace("FIN/UTF-2", "FIN/\udcff").encode(
+        "utf-8", errors="surrogateescape")
+    (folder / "mixed.jsonl.part").write_bytes(good + b"\n" + bad + b"\n")
+    (folder / "mixed.jsonl.part").rename(folder / "mixed.jsonl")
+    injected("drop line that is not UTF-8")
+    pipeline.collect()
+    assert pipeline.dispatch().state.is_completed()
+    outcome = assert_invariants(pipeline, submitted=2)
+    assert outcome.states == {"delivered": 1, "rejected": 1}
+    (refused,) = [r for r in ps.rows(pipeline.ledger, RequestRow) if not r.valid]
+    assert [e["code"] for e in refused.validation_errors] == ["bad_encoding"]
+    assert "\ufffd" in refused.raw_body

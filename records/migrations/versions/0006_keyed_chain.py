@@ -1,4 +1,4 @@
-"""The keyed chain: every audit event names the chain key that sealed it.
+"""The keyed chain: every audit event names the chain key that sealed it; events by kind.
 
 Events written before (0.3.0) keep ``key_id`` NULL: their hash stays a plain sha256, and
 verification accepts such events only before the first keyed one. The column is added in place
@@ -25,6 +25,9 @@ KEY_ID_LENGTH = 32
 
 
 def upgrade() -> None:
+    # the engine checks the sealed events of a few kinds (reviewer enrolments, API keys) before
+    # it trusts the rows they record
+    op.create_index("ix_audit_events_kind", "audit_events", ["kind", "seq"])
     if op.get_bind().dialect.name == "sqlite":
         # SQLite adds a column with its constraint in one statement (ALTER TABLE cannot add a
         # table constraint later).
@@ -38,6 +41,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_events_kind", table_name="audit_events")
     if op.get_bind().dialect.name == "sqlite":
         op.execute("ALTER TABLE audit_events DROP COLUMN key_id")
         return
