@@ -146,12 +146,13 @@ def enroll_reviewer(*, session: Session, reviewer_id: str, name: str, role: str,
         chain.append_events(session=session, events=[NewEvent(
             kind=ENROLLED, occurred_at=utc(now), actor="operator",
             payload={"reviewer_id": reviewer_id, "role": role,
-                     "sealed_secret_sha256": _digest(sealed)})])
+                     "sealed_secret_sha256": sealed_secret_digest(sealed)})])
     return secret
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def sealed_secret_digest(sealed: str) -> str:
+    """What a ``reviewer_enrolled`` event says of the reviewer's sealed secret."""
+    return hashlib.sha256(sealed.encode("utf-8")).hexdigest()
 
 
 def remove_reviewer(*, session: Session, reviewer_id: str, now: datetime) -> None:
@@ -192,7 +193,8 @@ def verify_code(*, session: Session, reviewer_id: str, code: str, seal: totp.Sec
     enrolled = [e for e in chain.sealed_events(session=session, kind=ENROLLED)
                 if e.payload.get("reviewer_id") == reviewer_id]
     digest = enrolled[-1].payload.get("sealed_secret_sha256") if enrolled else None
-    if not enrolled or (digest is not None and digest != _digest(row.totp_secret_sealed)):
+    if not enrolled or (digest is not None
+                        and digest != sealed_secret_digest(row.totp_secret_sealed)):
         return "reviewer_not_on_record"
     if session.get(ReviewerRemoval, reviewer_id) is not None or any(
             e.payload.get("reviewer_id") == reviewer_id

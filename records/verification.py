@@ -73,6 +73,7 @@ from records.reviews import (
     ReviewerRemoval,
     ReviewerRow,
     motivation_digest,
+    sealed_secret_digest,
 )
 from records.vocabulary import EventKind
 
@@ -713,30 +714,29 @@ class _Verifier:
         expected = self.expected
         for row in self.session.execute(select(_REVIEWERS.c.id, _REVIEWERS.c.totp_secret_sealed)):
             digest = expected.enrolled.get(row.id, "missing")
-            sealed = hashlib.sha256(row.totp_secret_sealed.encode("utf-8")).hexdigest()
-            if digest == "missing" or digest not in (None, sealed):
+            if digest == "missing" or digest not in (None, sealed_secret_digest(
+                    row.totp_secret_sealed)):
                 self._found("reviewer_without_event", "reviewers", "no reviewer_enrolled event "
                             "enrolled this reviewer with this secret", row_id=row.id)
-        removals = set(self.session.execute(select(_REMOVALS.c.reviewer_id)).scalars())
-        for reviewer_id in sorted(removals - expected.removed):
-            self._found("removal_without_event", "reviewer_removals", "no reviewer_removed "
-                        "event", row_id=reviewer_id)
-        for reviewer_id in sorted(expected.removed - removals):
-            self._found("event_without_removal", "reviewer_removals", "the removal its "
-                        "reviewer_removed event records is missing", row_id=reviewer_id)
+        self._both_ways(_REMOVALS.c.reviewer_id, expected.removed, "removal", REMOVED)
         for key in self.session.execute(
                 select(_KEYS.c.key_id, _KEYS.c.partner_id, _KEYS.c.key_hash)):
             partner_id, bound = expected.issued.get(key.key_id, (None, None))
             if partner_id != key.partner_id or bound not in (None, bound_hash(key.key_hash)):
                 self._found("api_key_without_event", "api_keys", f"no api_key_issued event "
                             f"issued this key to {key.partner_id}", row_id=key.key_id)
-        revocations = set(self.session.execute(select(_REVOCATIONS.c.key_id)).scalars())
-        for key_id in sorted(revocations - expected.revoked):
-            self._found("revocation_without_event", "api_key_revocations", "no api_key_revoked "
-                        "event", row_id=key_id)
-        for key_id in sorted(expected.revoked - revocations):
-            self._found("event_without_revocation", "api_key_revocations", "the revocation its "
-                        "api_key_revoked event records is missing", row_id=key_id)
+        self._both_ways(_REVOCATIONS.c.key_id, expected.revoked, "revocation", KEY_REVOKED)
+
+    def _both_ways(self, column: Any, recorded: set[str], name: str, kind: str) -> None:
+        """Rows that stop someone (a removal, a revocation) against their events, both ways:
+        a row without its event, and an event whose row was deleted (which would undo it)."""
+        rows = set(self.session.execute(select(column)).scalars())
+        table = column.table.name
+        for row_id in sorted(rows - recorded):
+            self._found(f"{name}_without_event", table, f"no {kind} event", row_id=row_id)
+        for row_id in sorted(recorded - rows):
+            self._found(f"event_without_{name}", table, f"the {name} its {kind} event records "
+                        "is missing", row_id=row_id)
 
     def _categories(self, values: Sequence[Any]) -> tuple[str, ...]:
         """``values`` as a sorted tuple, one shared object per distinct set (few exist)."""
