@@ -28,7 +28,6 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session
 
-from flows.synthetic_history import write_history
 from legal_bases.accountability import load_accountability
 from legal_bases.table import DEFAULT_GROUNDS_DIR, GroundTable, load_table
 from records.chain_keys import ChainKey, ChainKeys
@@ -38,6 +37,7 @@ from records.models import AuditEvent, RequestRow
 from records.pseudonym import Pseudonymizer
 from records.replay import replay_period, summarise
 from records.statistics import parse_period, transparency_statistics
+from records.synthetic_history import write_history
 from records.verification import verify_record
 
 KEY = b"benchmark-pseudonym-key-32-bytes"

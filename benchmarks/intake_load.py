@@ -111,7 +111,7 @@ def ledger_rows(run: str) -> int:
 def start_api(port: int, *, workers: int, rate: float, burst: int) -> subprocess.Popen[bytes]:
     """``disclosure api`` in its own process (and session, so it is stopped as a whole)."""
     command = [sys.executable, "-c",
-               "import sys, argparse; from flows import api_cli; from flows.logs import "
+               "import sys, argparse; from cli import api as api_cli; from flows.logs import "
                "configure_logging; configure_logging(level='WARNING'); "
                "p = argparse.ArgumentParser(); api_cli.register(p.add_subparsers()); "
                "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))",

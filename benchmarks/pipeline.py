@@ -28,10 +28,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
+from cli.local_prefect import flow_server, local_server
 from connectors.register import make_register_engine
 from connectors.register_seed import ensure_register, sample_subjects, set_shielded
-from flows.deployments import DROPOFF
-from flows.local_prefect import flow_server, local_server
+from flows.starts import DROPOFF
 from records.db import open_ledger
 from records.models import RequestRow, RequestStatus
 from records.settings import load_settings

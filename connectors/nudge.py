@@ -1,7 +1,7 @@
 """Nudging the dispatcher once for many requests, off the request path.
 
 The intake API pokes the :class:`Nudger` after every commit that recorded something; a thread of
-its own calls the nudge callback (the CLI passes ``flows.deployments.nudge_dispatcher``), at most
+its own calls the nudge callback (the CLI passes ``flows.starts.nudge_dispatcher``), at most
 once per :data:`~legal_bases.limits.NUDGE_WINDOW_SECONDS`, however many requests arrived. If the
 callback fails (Prefect is down) that is logged and nothing else happens: the requests are on the
 ledger, and the dispatcher's schedule sweeps them up. Partners never wait for Prefect.

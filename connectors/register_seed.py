@@ -24,7 +24,12 @@ from sqlalchemy import Engine, func, insert, select, text, update
 
 from connectors.errors import RegisterError, RegisterNotEmptyError
 from connectors.register_models import create_register_schema, persons_table
-from legal_bases.identifiers import is_valid_bsn, is_valid_onderwijsnummer
+from legal_bases.identifiers import (
+    is_valid_bsn,
+    is_valid_onderwijsnummer,
+    random_bsn,
+    random_onderwijsnummer,
+)
 from legal_bases.request import Subject
 from legal_bases.vocabulary import Category, SubjectIdType
 
@@ -39,7 +44,6 @@ SHARE_NATIONALITEIT = 0.05
 SHARE_GEZONDHEID = 0.04
 SHARE_STRAFRECHTELIJK = 0.025  # of those aged 16 or more
 
-_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)
 _T = TypeVar("_T")
 
 _SURNAMES = (
@@ -168,26 +172,6 @@ class SeedReport:
 
 
 # -- identifiers --------------------------------------------------------------------------------
-
-def _weighted(prefix: str) -> int:
-    return sum(w * (ord(c) - 48) for w, c in zip(_WEIGHTS, prefix, strict=True))
-
-
-def random_bsn(rng: random.Random) -> str:
-    while True:
-        prefix = f"{int(rng.random() * 10**8):08d}"
-        check = _weighted(prefix) % 11
-        if check < 10 and prefix != "00000000":
-            return f"{prefix}{check}"
-
-
-def random_onderwijsnummer(rng: random.Random) -> str:
-    while True:
-        prefix = f"10{int(rng.random() * 10**6):06d}"
-        check = (_weighted(prefix) - 5) % 11
-        if check < 10:
-            return f"{prefix}{check}"
-
 
 def iban(bank: str, account: int) -> str:
     """A Dutch IBAN for a 4-letter bank code and a 10-digit account number (mod-97 check digits)."""

@@ -11,6 +11,7 @@ These functions are on the hot path of bulk validation, so they avoid per-call a
 
 from __future__ import annotations
 
+import random
 import re
 
 _DIGITS = frozenset("0123456789")
@@ -77,3 +78,28 @@ def oin_problem(oin: object) -> str | None:
 def mask(number: str) -> str:
     """A display form of an identifier that shows only its last three characters."""
     return "*" * max(len(number) - 3, 0) + number[-3:]
+
+
+_PREFIX_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def _prefix_sum(prefix: str) -> int:
+    return sum(w * (ord(c) - 48) for w, c in zip(_PREFIX_WEIGHTS, prefix, strict=True))
+
+
+def random_bsn(rng: random.Random) -> str:
+    """A valid (11-proef) BSN drawn from ``rng``: for synthetic registers and histories."""
+    while True:
+        prefix = f"{int(rng.random() * 10**8):08d}"
+        check = _prefix_sum(prefix) % 11
+        if check < 10 and prefix != "00000000":
+            return f"{prefix}{check}"
+
+
+def random_onderwijsnummer(rng: random.Random) -> str:
+    """A valid onderwijsnummer (starting 10) drawn from ``rng``."""
+    while True:
+        prefix = f"10{int(rng.random() * 10**6):06d}"
+        check = (_prefix_sum(prefix) - 5) % 11
+        if check < 10:
+            return f"{prefix}{check}"

@@ -84,9 +84,9 @@ PREFECT_START_TIMEOUT_SECONDS = 120
 PREFECT_HEALTH_TIMEOUT_SECONDS = 2
 PROCESS_STOP_TIMEOUT_SECONDS = 20
 
-#: Transparency reports (records/statistics.py, flows/report.py): the median time to decision is
-#: given in days with this many decimals (3: about a minute and a half), and the statistics query
-#: streams this many requests at a time.
+#: Transparency reports (records/statistics.py, flows/audit/report.py): the median time to
+#: decision is given in days with this many decimals (3: about a minute and a half), and the
+#: statistics query streams this many requests at a time.
 REPORT_DAYS_DECIMALS = 3
 REPORT_FETCH_ROWS = 2000
 

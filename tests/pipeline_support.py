@@ -32,8 +32,8 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from connectors.register_models import persons_table
-from flows.dispatcher import process_requests
-from flows.dropoff import collect_dropoffs
+from flows.pipeline.dispatcher import process_requests
+from flows.pipeline.dropoff import collect_dropoffs
 from flows.runtime import Runtime, runtime
 from legal_bases.request import Subject
 from legal_bases.vocabulary import Category, SubjectIdType

@@ -2,8 +2,8 @@
 review path against real processes.
 
 :class:`ReviewSystem` is a data folder with a seeded register and a ledger, a real
-``prefect server`` on a free port (``flows.local_prefect.local_server``) and ``disclosure serve``
-(``flows.local_prefect.flow_server``), both started as ``disclosure up`` starts them, with the
+``prefect server`` on a free port (``cli.local_prefect.local_server``) and ``disclosure serve``
+(``cli.local_prefect.flow_server``), both started as ``disclosure up`` starts them, with the
 environment cleaned of the caller's ``DISCLOSURE_*``/``PREFECT_*``. It can be stopped and started
 again on the same folder and port (a restart while reviews wait). Requests are recorded as the
 intake records them (``records.ledger.record_submission``) and the dispatcher deployment is run
@@ -52,10 +52,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
+from cli.local_prefect import flow_server, local_server
+from cli.up import example_files, prepare_register
 from connectors.partners import load_partners
-from flows.deployments import DISPATCHER, DROPOFF, NOTIFY, REVIEW
-from flows.local_prefect import flow_server, local_server
-from flows.up import example_files, prepare_register
+from flows.starts import DISPATCHER, DROPOFF, NOTIFY, REVIEW
 from legal_bases.request import read_request
 from records.chain import verify_chain
 from records.db import open_ledger

@@ -1,6 +1,6 @@
 """``disclosure audit verify``: the whole record verified, and every kind of tampering found.
 
-A synthetic history (:mod:`flows.synthetic_history`) is written once per backend. Each tamper test
+A synthetic history (:mod:`records.synthetic_history`) is written once per backend. Each tamper test
 changes it the way someone with rights on the database would — the append-only triggers (and the
 foreign keys) switched off, rows changed with plain SQL — verifies inside that transaction, and
 rolls everything back, so the next test starts from the untouched history. The command line is
@@ -40,16 +40,15 @@ from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNam
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlmodel import Session
 
-from flows.cli import main
-from flows.runtime import open_ledger
-from flows.synthetic_history import History, write_history
-from flows.verification import (
+from cli.main import main
+from flows.audit.verification import (
     ARTIFACT_KEY,
     BROKEN,
     CHECKPOINT_ARTIFACT_KEY,
     VERIFIED,
     verify_record_flow,
 )
+from flows.runtime import open_ledger
 from legal_bases.table import GroundTable, canonical_json, sha256
 from records.chain import NewEvent, append_events, event_hash
 from records.chain_keys import new_key_entry
@@ -67,6 +66,7 @@ from records.models import (
 from records.pseudonym import Pseudonymizer
 from records.reviews import ReviewAnswerRow
 from records.settings import load_settings
+from records.synthetic_history import History, write_history
 from records.verification import PROBLEM_CODES, RecordReport, verify_record
 
 EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from cli.main import main
 from legal_bases.table import DEFAULT_GROUNDS_DIR
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "requests"

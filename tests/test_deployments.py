@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from flows import events
-from flows.deployments import (
+from flows.deployments import runner_deployments
+from flows.starts import (
     DEPLOYMENT,
     DISPATCHER,
     DROPOFF,
@@ -18,7 +19,6 @@ from flows.deployments import (
     REPORT,
     REVIEW,
     VERIFY,
-    runner_deployments,
 )
 from legal_bases import limits
 
@@ -52,16 +52,16 @@ def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
     intervals = {d["entrypoint"]: d.get("schedules", [{}])[0].get("interval")
                  for d in prefect_yaml()["deployments"]}  # type: ignore[attr-defined]
     assert intervals == {
-        "flows/dispatcher.py:process_requests": limits.DISPATCH_SWEEP_SECONDS,
-        "flows/dropoff.py:collect_dropoffs": limits.DROPOFF_SWEEP_SECONDS,
-        "flows/review.py:review_request": None,
-        "flows/notify.py:notify_escalation": None,
-        "flows/replay.py:replay_decisions": None,
-        "flows/report.py:transparency_report": None,
-        "flows/verification.py:verify_record_flow": None,
+        "flows/pipeline/dispatcher.py:process_requests": limits.DISPATCH_SWEEP_SECONDS,
+        "flows/pipeline/dropoff.py:collect_dropoffs": limits.DROPOFF_SWEEP_SECONDS,
+        "flows/review/flow.py:review_request": None,
+        "flows/review/notify.py:notify_escalation": None,
+        "flows/audit/replay.py:replay_decisions": None,
+        "flows/audit/report.py:transparency_report": None,
+        "flows/audit/verification.py:verify_record_flow": None,
     }
     notify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
-                       if d["entrypoint"].startswith("flows/notify.py"))
+                       if d["entrypoint"].startswith("flows/review/notify.py"))
     assert notify_yaml["triggers"][0]["expect"] == [events.REVIEW_ESCALATED]
     (trigger,) = served[NOTIFY].triggers
     assert trigger.expect == {events.REVIEW_ESCALATED}
@@ -78,6 +78,6 @@ def test_the_record_is_verified_every_night_at_the_time_in_the_limits() -> None:
     assert schedule.schedule.cron == limits.VERIFY_CRON
     assert schedule.schedule.timezone == "Europe/Amsterdam"
     verify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
-                       if d["entrypoint"].startswith("flows/verification.py"))
+                       if d["entrypoint"].startswith("flows/audit/verification.py"))
     assert verify_yaml["schedules"] == [{"cron": limits.VERIFY_CRON,
                                          "timezone": "Europe/Amsterdam"}]

@@ -32,9 +32,9 @@ from connectors.dropoff import DropFile
 from connectors.partners import load_partners
 from connectors.register import make_register_engine
 from connectors.register_seed import ensure_register
-from flows import steps
-from flows.review import load_review, take_answer
-from flows.review_form import review_form
+from flows.pipeline import steps
+from flows.review.flow import load_review, take_answer
+from flows.review.form import review_form
 from flows.runtime import Runtime
 from legal_bases import limits
 from legal_bases.assessment import assess

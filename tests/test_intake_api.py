@@ -27,10 +27,10 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 from structlog.testing import capture_logs
 
+from cli.api import serve_in_thread
 from connectors.intake_api import MAX_JSON_DEPTH, ApiConfig, create_app
 from connectors.intake_models import EXAMPLE_BULK, EXAMPLE_OM, EXAMPLE_REQUEST
 from connectors.partners import PartnerDirectory, load_partners
-from flows.api_cli import serve_in_thread
 from legal_bases import limits
 from legal_bases.table import GroundTable
 from records.api_keys import issue_key, revoke_keys
@@ -608,8 +608,8 @@ def test_a_partner_follows_its_request_to_delivery(
         ledger_engine: Engine, shipped_table: GroundTable, tmp_path: Path) -> None:
     from connectors.register import make_register_engine  # noqa: PLC0415
     from connectors.register_seed import ensure_register  # noqa: PLC0415
+    from flows.pipeline.steps import decide_requests, deliver_requests  # noqa: PLC0415
     from flows.runtime import Runtime  # noqa: PLC0415
-    from flows.steps import decide_requests, deliver_requests  # noqa: PLC0415
     from legal_bases.request import Subject  # noqa: PLC0415
     from legal_bases.vocabulary import SubjectIdType  # noqa: PLC0415
     from records.settings import load_settings  # noqa: PLC0415

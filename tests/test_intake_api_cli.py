@@ -1,6 +1,6 @@
 """``disclosure partners add|rotate-key|revoke|list`` and ``disclosure api``, as operators use them.
 
-The commands run through their own argparse registration (``flows.api_cli.register``), against
+The commands run through their own argparse registration (``cli.api.register``), against
 a data folder and a partner file of the test's own; the keys they print are then used over
 HTTP against the API served from the same settings.
 """
@@ -17,7 +17,7 @@ import pytest
 import requests
 from sqlmodel import Session
 
-from flows import api_cli
+from cli import api as api_cli
 from legal_bases.errors import DisclosureError
 from records.api_keys import KEY_ISSUED, KEY_REVOKED, verify_key
 from records.db import open_ledger
@@ -45,7 +45,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     args = parser.parse_args(argv)
     try:
         code = args.handler(args)
-    except DisclosureError as exc:  # as flows.cli.main answers it
+    except DisclosureError as exc:  # as cli.main.main answers it
         print(f"disclosure: {exc}")
         code = 1
     return code, capsys.readouterr().out

@@ -22,9 +22,9 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
 from test_intake_api import PARTNERS_FILE, TAX, issue
 
+from cli.api import Tls, serve_in_thread
 from connectors.intake_api import create_app
 from connectors.partners import load_partners
-from flows.api_cli import Tls, serve_in_thread
 from legal_bases.table import GroundTable
 from records.pseudonym import Pseudonymizer
 

@@ -1,6 +1,6 @@
 """Inzage (AVG art. 15): a person gets exactly their own requests, and nobody else's.
 
-A synthetic history (flows.synthetic_history) is written into a ledger on SQLite and on
+A synthetic history (records.synthetic_history) is written into a ledger on SQLite and on
 PostgreSQL; every expectation is computed from the history's truths, not by the code under test.
 The criminal investigation requests (openbaar_ministerie: UAVG art. 41) must never reach the
 person's own files and must all reach the privacy officer's.
@@ -24,8 +24,7 @@ from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
-from flows.cli import main
-from flows.synthetic_history import History, Truth, write_history
+from cli.main import main
 from legal_bases.accountability import load_accountability
 from legal_bases.request import Subject
 from legal_bases.table import GroundTable, load_table
@@ -35,6 +34,7 @@ from records.inzage import EntryKind, find_requests
 from records.ledger import RECEIPT_TIMEZONE
 from records.models import AuditEvent
 from records.pseudonym import Pseudonymizer
+from records.synthetic_history import History, Truth, write_history
 from records.verification import verify_record
 
 KEY = bytes.fromhex("5a" * 32)
@@ -402,7 +402,7 @@ def test_an_answer_that_cannot_be_recorded_is_not_given(
         tmp_path: Path) -> None:
     def refused(**_: Any) -> int:
         raise LedgerError("the ledger refused the event")
-    monkeypatch.setattr("flows.inzage.record_inzage", refused)
+    monkeypatch.setattr("flows.audit.inzage.record_inzage", refused)
     person = person_with(ledger)
     before = _chain_head(ledger.engine)
     run = run_inzage(ledger, monkeypatch, capsys, tmp_path / "out", "--bsn", person.number)

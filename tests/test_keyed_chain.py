@@ -22,7 +22,7 @@ from conftest import TEST_CHAIN_KEYS, ledger_on
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlmodel import Session
 
-from flows.cli import main
+from cli.main import main
 from legal_bases.table import sha256
 from records.chain import (
     GENESIS_HASH,

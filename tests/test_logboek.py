@@ -1,6 +1,6 @@
 """The Logboek Dataverwerkingen export: one line per disclosed data subject, nothing more.
 
-A synthetic history (flows.synthetic_history) on SQLite and on PostgreSQL, plus a few
+A synthetic history (records.synthetic_history) on SQLite and on PostgreSQL, plus a few
 disclosures written by hand around the export's day boundaries and with the kinds of
 correlation id the intake API records. Expectations come from the history's truths, the
 ``deliveries`` table read directly, and the accountability YAML read as plain YAML.
@@ -26,9 +26,8 @@ from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from flows.cli import main
-from flows.logboek import service_resource, write_lines
-from flows.synthetic_history import History, write_history
+from cli.main import main
+from flows.audit.logboek import service_resource, write_lines
 from legal_bases.accountability import (
     DEFAULT_ACCOUNTABILITY_FILE,
     Accountability,
@@ -51,6 +50,7 @@ from records.ledger import (
 from records.logboek import logboek_records
 from records.models import DeliveryRow
 from records.pseudonym import Pseudonymizer
+from records.synthetic_history import History, write_history
 from records.vocabulary import Channel
 
 KEY = bytes.fromhex("3c" * 32)

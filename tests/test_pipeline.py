@@ -48,21 +48,21 @@ from prefect.logging.handlers import APILogHandler
 from sqlalchemy.exc import NoResultFound
 from sqlmodel import Session
 
-import flows.deployments
-import flows.dispatcher
-import flows.dropoff
-import flows.steps
-import flows.tasks
+import flows.pipeline.dispatcher
+import flows.pipeline.dropoff
+import flows.pipeline.steps
+import flows.pipeline.tasks
+import flows.starts
 from connectors.destinations import HttpsDestination
 from connectors.dropoff import DropBox
 from connectors.errors import RegisterUnavailableError
 from connectors.register import SqlRegister, make_register_engine
 from connectors.register_seed import ensure_register, sample_subjects, set_shielded
-from flows.deployments import DEPLOYMENT, DISPATCHER, REVIEW
-from flows.dispatcher import process_requests
-from flows.dropoff import collect_dropoffs
-from flows.review import review_request
+from flows.pipeline.dispatcher import process_requests
+from flows.pipeline.dropoff import collect_dropoffs
+from flows.review.flow import review_request
 from flows.runtime import reset_runtime, runtime
+from flows.starts import DEPLOYMENT, DISPATCHER, REVIEW
 from legal_bases.request import Subject
 from records import chain
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestStatus
@@ -452,7 +452,7 @@ def test_nothing_is_delivered_when_the_decision_cannot_be_recorded(
     pipeline.collect()
     request_id = pipeline.request("belastingdienst", "BD-F-1").id
     with monkeypatch.context() as patch:
-        ps.no_retries(patch, flows.dispatcher, "decide_batch")
+        ps.no_retries(patch, flows.pipeline.dispatcher, "decide_batch")
         # the audit event of the decision cannot be written
         ps.fail_once(patch, chain, "append_events", when=lambda *, session, events: any(
             e.kind == "decision_recorded" for e in events))
@@ -492,9 +492,9 @@ def test_a_run_that_dies_after_delivering_is_rerun_without_a_second_delivery(
     with monkeypatch.context() as patch:
         # the process dies after the destination took the document, before the ledger recorded
         # it: no task retry, no release of the claim
-        ps.no_retries(patch, flows.dispatcher, "deliver_batch")
-        ps.fail_once(patch, flows.steps, "record_deliveries")
-        patch.setattr(flows.tasks, "release_claims", lambda **_: None)
+        ps.no_retries(patch, flows.pipeline.dispatcher, "deliver_batch")
+        ps.fail_once(patch, flows.pipeline.steps, "record_deliveries")
+        patch.setattr(flows.pipeline.tasks, "release_claims", lambda **_: None)
         crashed = pipeline.dispatch()
     assert crashed.state.is_failed()
     decision = pipeline.decision(request_id)
@@ -544,10 +544,10 @@ def test_a_dropoff_stopped_half_way_through_a_file_records_no_line_twice(
             raise RuntimeError("simulated stop half-way")
         return real(**kwargs)
 
-    real = flows.steps.record_submission
+    real = flows.pipeline.steps.record_submission
     with monkeypatch.context() as patch:
-        ps.no_retries(patch, flows.dropoff, "take_in")
-        patch.setattr(flows.steps, "record_submission", stop_at_line_205)
+        ps.no_retries(patch, flows.pipeline.dropoff, "take_in")
+        patch.setattr(flows.pipeline.steps, "record_submission", stop_at_line_205)
         stopped = pipeline.collect()
     assert stopped.state.is_failed()
     recorded = ps.count(pipeline.ledger, RequestRow)
@@ -572,7 +572,7 @@ def test_a_dropoff_stopped_before_filing_away_takes_the_file_in_once(
     batch = pipeline.drop("belastingdienst", "two.jsonl", ps.jsonl(
         ps.tax_request("BD-S-1"), "not json"))
     with monkeypatch.context() as patch:
-        ps.no_retries(patch, flows.dropoff, "take_in")
+        ps.no_retries(patch, flows.pipeline.dropoff, "take_in")
         ps.fail_once(patch, DropBox, "file_away")
         stopped = pipeline.collect()
     assert stopped.state.is_failed()
@@ -597,8 +597,8 @@ def test_a_review_run_that_could_not_be_started_is_started_by_a_later_run(
     request_id = pipeline.request("gemeente-utrecht", "UTR-R-1").id
     with monkeypatch.context() as patch:
         # Prefect cannot be reached when the review run is to be created
-        ps.no_retries(patch, flows.dispatcher, "start_reviews")
-        ps.fail_once(patch, flows.deployments, "start_review",
+        ps.no_retries(patch, flows.pipeline.dispatcher, "start_reviews")
+        ps.fail_once(patch, flows.starts, "start_review",
                      error=ConnectionError("Prefect API unreachable"))
         failed = pipeline.dispatch()
     assert failed.state.is_failed()
@@ -771,7 +771,7 @@ def test_two_dispatcher_runs_at_once_decide_and_deliver_each_request_once(
     # both runs hold a claimed batch before either decides: they really run side by side
     barrier = threading.Barrier(2, timeout=60)
     met: set[int] = set()
-    real = flows.steps.decide_requests
+    real = flows.pipeline.steps.decide_requests
 
     def decide_side_by_side(*args: Any, **kwargs: Any) -> Any:
         if threading.get_ident() not in met:
@@ -779,7 +779,7 @@ def test_two_dispatcher_runs_at_once_decide_and_deliver_each_request_once(
             barrier.wait()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(flows.steps, "decide_requests", decide_side_by_side)
+    monkeypatch.setattr(flows.pipeline.steps, "decide_requests", decide_side_by_side)
     runs: list[ps.Run] = []
     errors: list[BaseException] = []
 

@@ -44,8 +44,7 @@ from prefect.settings import (
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from flows.cli import main
-from flows.synthetic_history import MOTIVATION, History, Truth, write_history
+from cli.main import main
 from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision, Reason
 from legal_bases.request import DisclosureRequest, read_request
@@ -65,6 +64,7 @@ from records.models import LEDGER_TABLES
 from records.pseudonym import Pseudonymizer
 from records.replay import ReplayStatus, replay_period, replay_request, summarise
 from records.reviews import ReviewAnswerRow, record_answer
+from records.synthetic_history import MOTIVATION, History, Truth, write_history
 from records.vocabulary import Channel
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")

@@ -40,9 +40,8 @@ from prefect.client.schemas.filters import (
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from flows.cli import main
-from flows.report import make_report, transparency_report, write_report
-from flows.synthetic_history import History, write_history
+from cli.main import main
+from flows.audit.report import make_report, transparency_report, write_report
 from legal_bases.request import Subject, read_request
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body
@@ -50,6 +49,7 @@ from records.ledger import record_submission
 from records.pseudonym import Pseudonymizer
 from records.settings import load_settings
 from records.statistics import Breakdown, parse_period
+from records.synthetic_history import History, write_history
 from records.vocabulary import Channel
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")

@@ -40,8 +40,8 @@ from review_support import (
     wait_for,
 )
 
-from flows.deployments import NOTIFY
 from flows.events import REVIEW_DECIDED, REVIEW_ESCALATED, REVIEW_NEEDED, REVIEW_OVERDUE
+from flows.starts import NOTIFY
 
 pytestmark = pytest.mark.slow
 

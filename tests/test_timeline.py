@@ -9,7 +9,7 @@ by a flow run Prefect never had or at a time its run did not run, a run that dec
 delivering, a dispatcher that dies after starting a review run but before recording it, a review
 run that ends without a decision, and a Prefect that cannot be reached.
 
-The ledger-only cases read a synthetic history (``flows.synthetic_history``) on SQLite and
+The ledger-only cases read a synthetic history (``records.synthetic_history``) on SQLite and
 PostgreSQL and compare the flags with what the generator says it wrote.
 """
 
@@ -33,16 +33,16 @@ from prefect.states import Cancelled, Completed
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
-import flows.dispatcher
-import flows.steps
-from flows.cli import main
-from flows.synthetic_history import write_history
-from flows.timeline import render_text, timeline_of
+import flows.pipeline.dispatcher
+import flows.pipeline.steps
+from cli.main import main
+from flows.audit.timeline import render_text, timeline_of
 from legal_bases.request import read_request
 from legal_bases.table import GroundTable
 from records.ledger import record_submission
 from records.models import AuditEvent
 from records.pseudonym import Pseudonymizer
+from records.synthetic_history import write_history
 from records.vocabulary import Channel
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
@@ -239,7 +239,7 @@ def test_a_run_that_decides_to_release_but_never_delivers_is_flagged(
         return {"delivered": 0, "failed_transient": 0, "failed_permanent": 0, "to_review": [],
                 "set_aside": []}
 
-    monkeypatch.setattr(flows.dispatcher, "deliver_batch", no_delivery)
+    monkeypatch.setattr(flows.pipeline.dispatcher, "deliver_batch", no_delivery)
     dispatched = pipeline.dispatch()
     assert dispatched.state.is_completed()
 
@@ -291,8 +291,8 @@ def test_a_review_run_the_ledger_missed_and_one_that_ended_without_a_decision(
                             ps.leerplicht_with_health("UTR-T-1"))
     with monkeypatch.context() as patch:
         # the dispatcher dies between starting the review run and putting it on the record
-        ps.no_retries(patch, flows.dispatcher, "start_reviews")
-        ps.fail_once(patch, flows.steps, "record_review_started")
+        ps.no_retries(patch, flows.pipeline.dispatcher, "start_reviews")
+        ps.fail_once(patch, flows.pipeline.steps, "record_review_started")
         failed = pipeline.dispatch()
     assert failed.state.is_failed()
 

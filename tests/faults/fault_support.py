@@ -96,7 +96,7 @@ def run_worker(*, faults: str = "", timeout: float = 120, preexec: Any = None,
                **env: str) -> subprocess.CompletedProcess[str]:
     """One dispatcher run in a process of its own, with ``faults`` (``DISCLOSURE_FAULTS``)."""
     return subprocess.run(
-        [sys.executable, "-c", "from flows.dispatcher import process_requests\n"
+        [sys.executable, "-c", "from flows.pipeline.dispatcher import process_requests\n"
                                "print(process_requests())"],
         env=worker_env(DISCLOSURE_FAULTS=faults, **env), capture_output=True, text=True,
         timeout=timeout, cwd=ROOT, preexec_fn=preexec, check=False)

@@ -130,7 +130,7 @@ def _serve_until_settled(pipeline: ps.Pipeline, env: dict[str, str], tmp_path: P
                          count: int) -> tuple[datetime, float]:
     """Serve until every request settled; (when the dispatcher was killed, seconds from then
     to the next delivery)."""
-    with process([sys.executable, "-m", "flows.cli", "serve"], env, tmp_path / "serve.log"):
+    with process([sys.executable, "-m", "cli.main", "serve"], env, tmp_path / "serve.log"):
         marker = pipeline.data_dir / ".fault-delivered"
         assert wait_until(marker.exists, 120), (tmp_path / "serve.log").read_text()[-3000:]
         killed_at = datetime.fromtimestamp(marker.stat().st_mtime, UTC)
@@ -155,7 +155,8 @@ def test_the_prefect_server_killed_and_restarted_during_a_run_loses_nothing(
         time.sleep(2)
         env = worker_env(DISCLOSURE_FAULTS="fetched:sleep6", PREFECT_API_URL=api_url,
                          PREFECT_HOME=str(home))
-        with process([sys.executable, "-c", "from flows.dispatcher import process_requests\n"
+        with process([sys.executable, "-c",
+                      "from flows.pipeline.dispatcher import process_requests\n"
                                             "process_requests()"], env,
                      tmp_path / "worker.log") as worker:
             time.sleep(3)
@@ -179,7 +180,7 @@ def test_the_ledger_dropping_the_worker_s_connections_loses_nothing(
     submitted = drop_mix(pipeline, "PGKILL")
     pipeline.collect()
     env = worker_env(DISCLOSURE_FAULTS="fetched:sleep4")
-    argv = [sys.executable, "-c", "from flows.dispatcher import process_requests\n"
+    argv = [sys.executable, "-c", "from flows.pipeline.dispatcher import process_requests\n"
                                   "print(process_requests())"]
     with subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT) as worker:

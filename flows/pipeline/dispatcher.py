@@ -13,10 +13,9 @@ import structlog
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.claims import ClaimKeeper, release_run_claims
 from flows.logs import get_logger
-from flows.runtime import runtime
-from flows.tasks import (
+from flows.pipeline.claims import ClaimKeeper, release_run_claims
+from flows.pipeline.tasks import (
     claim_batch,
     clean_staging_task,
     decide_batch,
@@ -27,6 +26,7 @@ from flows.tasks import (
     start_missing_reviews,
     start_reviews,
 )
+from flows.runtime import runtime
 from legal_bases import limits
 from records.queue import worker_name
 

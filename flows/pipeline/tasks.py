@@ -1,4 +1,4 @@
-"""The pipeline's Prefect tasks: thin, typed wrappers of :mod:`flows.steps`.
+"""The pipeline's Prefect tasks: thin, typed wrappers of :mod:`flows.pipeline.steps`.
 
 They pass request ids and counts, nothing personal; none persists its result (the ledger is the
 record), and none is cached. Retries sit where the outside world can fail.
@@ -17,9 +17,10 @@ from sqlmodel import Session
 
 from connectors.destinations import clean_staging
 from connectors.dropoff import DropFile, DropFileChangedError
-from flows import events, steps
+from flows import events, starts
 from flows.faults import fault
 from flows.logs import get_logger
+from flows.pipeline import steps
 from flows.runtime import Runtime, runtime
 from records.queue import (
     claim_requests,
@@ -116,11 +117,9 @@ def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int
     """Start one review run per request that needs a reviewer, and put that on the record;
     returns how many started. A request whose run could not be started is started by a later
     sweep (:func:`start_missing_reviews`)."""
-    from flows.deployments import start_review  # noqa: PLC0415 - deployments import the flows
-
     started = 0
     for review in steps.under_review(runtime(), request_ids):
-        review_run = start_review(review.request_id, review.sequence)
+        review_run = starts.start_review(review.request_id, review.sequence)
         if review_run is not None:
             steps.record_review_started(runtime(), review, review_run, flow_run_id=flow_run_id)
             started += 1

@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from connectors.register_seed import random_bsn, random_onderwijsnummer
 from legal_bases.assessment import assess
 from legal_bases.decision import Decision
+from legal_bases.identifiers import random_bsn, random_onderwijsnummer
 from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.review import reviewed_decision
 from legal_bases.table import GroundTable

@@ -1,6 +1,6 @@
 """The work of the pipeline, as plain functions of a :class:`~flows.runtime.Runtime`.
 
-Prefect tasks (:mod:`flows.tasks`) wrap these; they hand each other request ids and counts,
+Prefect tasks (:mod:`flows.pipeline.tasks`) wrap these; they hand each other request ids and counts,
 never personal data. Every step starts from what the ledger recorded, so a run that crashed and
 runs again carries on: a request decided is not decided again, a decision delivered is not
 delivered again.

@@ -10,9 +10,9 @@ import structlog
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.deployments import nudge_dispatcher
+from flows.pipeline.tasks import list_drop_files, take_in
 from flows.runtime import runtime
-from flows.tasks import list_drop_files, take_in
+from flows.starts import nudge_dispatcher
 from legal_bases import limits
 
 

@@ -27,13 +27,14 @@ import requests
 from sqlalchemy import func, make_url, select
 from sqlmodel import Session, col
 
+from cli.api import api_server
+from cli.local_prefect import flow_server, local_server
 from connectors.register import create_register_schema, make_register_engine
 from connectors.register_seed import ensure_register, seed_register, set_shielded
-from flows.api_cli import api_server
-from flows.deployments import DISPATCHER, DROPOFF, serve_all
-from flows.local_prefect import flow_server, local_server
+from flows.audit.verification import check_record, verify_and_checkpoint
+from flows.deployments import serve_all
 from flows.runtime import EXAMPLES_DIR, open_ledger
-from flows.verification import check_record, verify_and_checkpoint
+from flows.starts import DISPATCHER, DROPOFF
 from legal_bases.errors import DisclosureError
 from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.validator import load_yaml

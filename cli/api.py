@@ -35,6 +35,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -44,6 +45,7 @@ from connectors.partner_file import PartnerSource, append_partner, partner_entry
 from connectors.partners import load_partners
 from flows.logs import get_logger
 from flows.runtime import open_ledger, partners_file
+from flows.starts import nudge_dispatcher
 from legal_bases import limits
 from legal_bases.errors import DisclosureError
 from legal_bases.vocabulary import Body, slugs
@@ -84,16 +86,12 @@ def _actor(given: str | None) -> str:
 # -- building and serving the API -----------------------------------------------------------------
 
 def prefect_nudge(api_url: str | None = None) -> Callable[[], object]:
-    """The dispatcher nudge for the API: ``flows.deployments.nudge_dispatcher`` against
+    """The dispatcher nudge for the API: ``flows.starts.nudge_dispatcher`` against
     ``api_url`` (else the configured ``PREFECT_API_URL``).
 
     Without any Prefect API URL the nudge does nothing (logged once): the dispatcher's schedule
     picks requests up, and Prefect must not start a temporary server inside the API process.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
-
-    from flows.deployments import nudge_dispatcher  # noqa: PLC0415 - imports Prefect
-
     target = api_url or PREFECT_API_URL.value()
     if not target:
         get_logger("api").warning("dispatcher_nudge_disabled",

@@ -67,9 +67,9 @@ def _date(text: str) -> date:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.to < args.start:
-        # flows.cli imports this module to register the command: its UsageError (exit 2) can
+        # cli.main imports this module to register the command: its UsageError (exit 2) can
         # only be imported once the command runs.
-        from flows.cli import UsageError  # noqa: PLC0415
+        from cli.arguments import UsageError  # noqa: PLC0415
 
         raise UsageError(f"--to {args.to.isoformat()} is before --from {args.start.isoformat()}")
     settings = load_settings()

@@ -512,9 +512,9 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _usage(message: str) -> DisclosureError:
-    # flows.cli imports this module to register the command, so its UsageError (exit status 2)
+    # cli.main imports this module to register the command, so its UsageError (exit status 2)
     # can only be imported once the command runs.
-    from flows.cli import UsageError  # noqa: PLC0415
+    from cli.arguments import UsageError  # noqa: PLC0415
 
     return UsageError(message)
 

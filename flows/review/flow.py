@@ -1,7 +1,7 @@
 """The review flow ``review-request``: one run per request whose decision needs a person.
 
 The run suspends (no process is held while a review takes days) with the reviewer's form on it
-(:mod:`flows.review_form`). A suspended run's body runs again from the top when it is resumed,
+(:mod:`flows.review.form`). A suspended run's body runs again from the top when it is resumed,
 so everything before the form is a read of the ledger, and where the review stands is the
 ledger's: the form for answer ``n`` has the key ``review-<n>`` (Prefect hands back the stored
 answer for a key already answered), and answer ``n`` is recorded once. An answer is checked —
@@ -24,12 +24,13 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 from sqlmodel import Session
 
-from flows import events, steps
+from flows import events
 from flows.faults import fault
 from flows.logs import get_logger
-from flows.review_form import FirstReview, describe, review_form
+from flows.pipeline import steps
+from flows.pipeline.tasks import deliver_reviewed
+from flows.review.form import FirstReview, describe, review_form
 from flows.runtime import Runtime, runtime
-from flows.tasks import deliver_reviewed
 from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
 from legal_bases.ground import GroundVersion

@@ -67,11 +67,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from flows.deployments import REVIEW, review_run_key
-from flows.local_prefect import command_api_url
+from cli.local_prefect import command_api_url
 from flows.logs import mask_identifiers
+from flows.pipeline.steps import REVIEW_RUN_STARTED
 from flows.runtime import open_ledger
-from flows.steps import REVIEW_RUN_STARTED
+from flows.starts import REVIEW, review_run_key
 from legal_bases import limits
 from legal_bases.vocabulary import Outcome
 from records.ledger import (
@@ -844,7 +844,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if found is None:
-        from flows.cli import UsageError  # noqa: PLC0415 - flows.cli imports this module
+        from cli.arguments import UsageError  # noqa: PLC0415 - cli.main imports this module
 
         raise UsageError(f"no request {args.request_id!r} in the ledger "
                          "(`disclosure status` lists the requests)")

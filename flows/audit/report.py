@@ -38,7 +38,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from sqlmodel import Session
 
-from flows.local_prefect import answering_api_url
+from cli.local_prefect import answering_api_url
 from flows.logs import get_logger
 from flows.runtime import open_ledger
 from legal_bases.vocabulary import Category, Outcome
@@ -429,7 +429,7 @@ def _say(line: str = "") -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from flows.cli import UsageError  # noqa: PLC0415 - flows.cli imports this module
+    from cli.arguments import UsageError  # noqa: PLC0415 - cli.main imports this module
 
     period: Period = args.period
     by: Breakdown | None = Breakdown(args.by) if args.by else None

@@ -31,7 +31,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from sqlalchemy import Engine
 
-from flows.local_prefect import answering_api_url
+from cli.local_prefect import answering_api_url
 from flows.logs import get_logger
 from flows.runtime import open_ledger
 from legal_bases import limits

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from flows import steps
+from flows.pipeline import steps
 from flows.runtime import open_ledger, runtime
 from legal_bases import limits
 from records.reviews import ROLES, enroll_reviewer, remove_reviewer, reviewers

@@ -1,0 +1,1 @@
+"""The audit flows: verification of the record, replay, the transparency report (artifacts)."""

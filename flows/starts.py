@@ -1,0 +1,67 @@
+"""How the engine starts runs of its deployments: their names, the dispatcher's nudge, a review run.
+
+The flows call these by deployment name (``run_deployment``), so this module imports no flow:
+``flows.deployments`` (which serves the flows) imports it, never the other way round.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from flows import events
+from flows.logs import get_logger
+from legal_bases import limits
+
+DEPLOYMENT = "disclosure"
+DISPATCHER = f"process-requests/{DEPLOYMENT}"
+REVIEW = f"review-request/{DEPLOYMENT}"
+DROPOFF = f"collect-dropoffs/{DEPLOYMENT}"
+NOTIFY = f"notify-escalation/{DEPLOYMENT}"
+REPLAY = f"replay-decisions/{DEPLOYMENT}"
+REPORT = f"transparency-report/{DEPLOYMENT}"
+VERIFY = f"verify-record/{DEPLOYMENT}"
+
+
+def nudge_dispatcher(key: str | None = None) -> str | None:
+    """Ask for a dispatcher run now; nudges within a few seconds share one run (or all with
+    the same ``key``).
+
+    If Prefect cannot be reached nothing is lost: the requests are on the record and the
+    dispatcher's schedule picks them up. Returns the run id, or None.
+    """
+    window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
+    try:
+        run = run_deployment(DISPATCHER, timeout=0, as_subflow=False,
+                             idempotency_key=key or f"nudge-{window}")
+    except ObjectNotFound:
+        get_logger("dispatcher").warning("dispatcher_not_deployed", deployment=DISPATCHER)
+        return None
+    except Exception as exc:  # any failure to reach Prefect is survivable here
+        get_logger("dispatcher").warning("dispatcher_nudge_failed", error=type(exc).__name__)
+        return None
+    return str(getattr(run, "id", "")) or None
+
+
+def review_run_key(request_id: str, sequence: int = 1) -> str:
+    """The idempotency key of the review run of a request's engine decision ``sequence``: one
+    review run per decision sent to review (the first, or a later one that sent the request
+    back to review because a subject was shielded since)."""
+    return f"review-{request_id}" if sequence == 1 else f"review-{request_id}-{sequence}"
+
+
+def start_review(request_id: str, sequence: int = 1) -> str | None:
+    """Start the review run of one request's engine decision ``sequence`` (once: the
+    idempotency key); returns the run's id, or None if the review deployment is not there."""
+    try:
+        run = run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
+                             as_subflow=False,
+                             idempotency_key=review_run_key(request_id, sequence),
+                             tags=["review"])
+    except ObjectNotFound:
+        get_logger("review").warning("review_not_deployed", request_id=request_id)
+        return None
+    events.emit(events.REVIEW_NEEDED, request_id)
+    return str(getattr(run, "id", "")) or None
