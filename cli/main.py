@@ -13,11 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cli import api as api_cli
-from cli import decide, grounds, up
+from cli import decide, grounds, inzage, logboek, replay, report, timeline, up
 from cli import reviewers as review_cli
 from cli.arguments import UsageError, date_argument
 from cli.local_prefect import PrefectStartError, PrefectUnreachableError
-from flows.audit import inzage, logboek, replay, report, timeline
 from flows.logs import configure_logging
 from legal_bases.errors import DisclosureError, TableError
 

@@ -1,0 +1,5 @@
+"""``disclosure inzage``."""
+
+from flows.audit.inzage import register
+
+__all__ = ["register"]

@@ -1,0 +1,5 @@
+"""``disclosure logboek``."""
+
+from flows.audit.logboek import register
+
+__all__ = ["register"]

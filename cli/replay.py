@@ -1,0 +1,5 @@
+"""``disclosure replay``."""
+
+from flows.audit.replay import register
+
+__all__ = ["register"]

@@ -1,0 +1,5 @@
+"""``disclosure report``."""
+
+from flows.audit.report import register
+
+__all__ = ["register"]

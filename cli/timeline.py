@@ -1,0 +1,5 @@
+"""``disclosure timeline``."""
+
+from flows.audit.timeline import register
+
+__all__ = ["register"]
