@@ -111,9 +111,9 @@ def ledger_rows(run: str) -> int:
 def start_api(port: int, *, workers: int, rate: float, burst: int) -> subprocess.Popen[bytes]:
     """``disclosure api`` in its own process (and session, so it is stopped as a whole)."""
     command = [sys.executable, "-c",
-               "import sys, argparse; from cli import api as api_cli; from flows.logs import "
+               "import sys, argparse; from cli import api; from flows.logs import "
                "configure_logging; configure_logging(level='WARNING'); "
-               "p = argparse.ArgumentParser(); api_cli.register(p.add_subparsers()); "
+               "p = argparse.ArgumentParser(); api.register(p.add_subparsers()); "
                "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))",
                "api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
                "--rate", str(rate), "--burst", str(burst), "--prefect-api-url", NO_PREFECT]

@@ -4,6 +4,7 @@ the table of grounds, and a plain text table."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -39,3 +40,9 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def say(text: str) -> None:
+    """One line on standard output, flushed (a served command's lines appear at once)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

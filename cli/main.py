@@ -12,10 +12,24 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from cli import api as api_cli
-from cli import decide, grounds, inzage, logboek, replay, report, timeline, up
-from cli import reviewers as review_cli
-from cli.arguments import UsageError, date_argument
+from cli import (
+    api,
+    audit,
+    db,
+    decide,
+    grounds,
+    inzage,
+    logboek,
+    partners,
+    replay,
+    report,
+    reviewers,
+    status,
+    timeline,
+    up,
+)
+from cli.api_server import ApiCommandError
+from cli.arguments import UsageError
 from cli.local_prefect import PrefectStartError, PrefectUnreachableError
 from flows.logs import configure_logging
 from legal_bases.errors import DisclosureError, TableError
@@ -32,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     decide.register(sub)
     grounds.register(sub)
     up.register(sub)
-    review_cli.register(sub, date_type=date_argument)
-    api_cli.register(sub)
+    status.register(sub)
+    audit.register(sub)
+    db.register(sub)
+    reviewers.register(sub)
+    api.register(sub)
+    partners.register(sub)
     for audit_tool in (replay, timeline, inzage, report, logboek):
         audit_tool.register(sub)
     return parser
@@ -47,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (TableError, UsageError, up.ExamplesError, PrefectStartError, PrefectUnreachableError,
-            api_cli.ApiCommandError) as exc:
+            ApiCommandError) as exc:
         print(f"disclosure: {exc}", file=sys.stderr)
         return 2
     except DisclosureError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from cli.arguments import date_argument
 from flows.pipeline import steps
 from flows.runtime import open_ledger, runtime
 from legal_bases import limits
@@ -66,7 +67,7 @@ def cmd_overdue(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any, *, date_type: Any) -> None:
+def register(sub: Any) -> None:
     """Add ``reviewers`` and ``overdue`` to the command line."""
     rev = sub.add_parser("reviewers", help="enrol, list and remove legal reviewers")
     rsub = rev.add_subparsers(dest="reviewers_command", required=True, metavar="ACTION")
@@ -80,6 +81,6 @@ def register(sub: Any, *, date_type: Any) -> None:
     remove.add_argument("id")
     remove.set_defaults(handler=cmd_reviewers_remove)
     overdue = sub.add_parser("overdue", help="requests at or past their deadline")
-    overdue.add_argument("--on", type=date_type, default=None, metavar="DATE",
+    overdue.add_argument("--on", type=date_argument, default=None, metavar="DATE",
                          help="the day to count from (default today, Europe/Amsterdam)")
     overdue.set_defaults(handler=cmd_overdue)

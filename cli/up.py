@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import func, make_url, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
-from cli.api import api_server
+from cli.api_server import api_server
 from cli.local_prefect import flow_server, local_server
 from connectors.register import create_register_schema, make_register_engine
 from connectors.register_seed import ensure_register, seed_register, set_shielded
-from flows.audit.verification import check_record, verify_and_checkpoint
+from flows.audit.verification import verify_and_checkpoint
 from flows.deployments import serve_all
 from flows.runtime import EXAMPLES_DIR, open_ledger
 from flows.starts import DISPATCHER, DROPOFF
@@ -39,16 +39,10 @@ from legal_bases.errors import DisclosureError
 from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.validator import load_yaml
 from legal_bases.vocabulary import SubjectIdType
-from records.chain import record_rotation, verify_chain
-from records.chain_keys import new_key_entry
+from records.chain import verify_chain
 from records.ledger import latest_decision
 from records.models import DecisionRow, RequestRow, RequestStatus
 from records.settings import Settings, load_settings
-from records.verification import (
-    PROBLEM_CODES,
-    RecordCounts,
-    RecordReport,
-)
 
 #: States in which a request waits for nobody but a person (or nothing at all).
 SETTLED = ("delivered", "rejected", "awaiting_review", "failed")
@@ -274,167 +268,8 @@ def cmd_register_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- ledger commands ---------------------------------------------------------------------------
-
-def cmd_status(args: argparse.Namespace) -> int:
-    settings: Settings = load_settings()
-    engine = open_ledger(settings)
-    with Session(engine) as session:
-        query = (select(RequestRow, RequestStatus)
-                 .join(RequestStatus,
-                       RequestStatus.request_id == RequestRow.id)  # type: ignore[arg-type]
-                 .order_by(RequestRow.received_at))  # type: ignore[arg-type]
-        if args.request:
-            query = query.where(RequestRow.id == args.request)
-        found = session.execute(query).all()
-        if args.request and not found:
-            print(f"no request {args.request}")
-            return 1
-        rows = [("request", "partner", "reference", "state", "outcome", "deadline")]
-        for request, status in found:
-            decision = latest_decision(session=session, request_id=request.id)
-            rows.append((request.id, request.partner_id, request.reference or "—",
-                         status.state, decision.outcome if decision else "—",
-                         decision.deadline.isoformat() if decision and decision.deadline
-                         else "—"))
-        total = session.execute(select(func.count()).select_from(RequestRow)).scalar_one()
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    if not args.request:
-        print(f"\n{total} request(s) in {settings.resolved_database_url}")
-    return 0
-
-
-def _anchor(text: str) -> tuple[int, str]:
-    """``SEQ:HASH`` as given to ``--expect-head``: a sequence number and a sha256 in hex."""
-    seq, _, digest = text.strip().partition(":")
-    seq, digest = seq.strip(), digest.strip().lower()
-    if not (seq.isascii() and seq.isdigit()) or int(seq) < 1 or len(digest) != 64 or any(
-            c not in "0123456789abcdef" for c in digest):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not SEQ:HASH (a sequence number from 1 and 64 hex digits), as "
-            "`disclosure audit verify` printed it")
-    return int(seq), digest
-
-
-def _checked_line(counts: RecordCounts) -> str:
-    return (f"{counts.audit_events} audit events (hash chain), {counts.table_snapshots} table "
-            f"snapshot(s), {counts.requests} requests with {counts.request_subjects} subjects, "
-            f"{counts.decisions} decisions, {counts.deliveries} deliveries, "
-            f"{counts.review_answers} review answers, {counts.request_status} request_status "
-            "rows")
-
-
-def _print_record_report(report: RecordReport, where: str) -> None:
-    print(f"Verified the record in {where}")
-    print(f"  checked     {_checked_line(report.counts)}")
-    if report.expected_head is not None:
-        seq, digest = report.expected_head
-        print(f"  anchor      seq {seq} {digest}: "
-              f"{'still in the chain, unchanged' if report.anchor_ok else 'NOT FOUND AS ANCHORED'}")
-    head = f"seq {report.head_seq} {report.head_hash}" if report.head_seq else (
-        f"(no events) {report.head_hash}")
-    print(f"  chain head  {head}")
-    print(f"  checkpoints {report.checkpoints} signed checkpoint(s) of earlier heads checked "
-          "(the nightly verify-record run and `disclosure audit checkpoint` write them)")
-    if report.head_seq:
-        print("              write this down outside the database; next time run\n"
-              f"              disclosure audit verify --expect-head "
-              f"{report.head_seq}:{report.head_hash}\n"
-              "              to prove that no event up to it was cut off or rewritten")
-    if report.ok:
-        extra = f" ({report.warnings} warning(s) below)" if report.warnings else ""
-        print(f"\nRecord intact{extra}.")
-    else:
-        first = report.first_break
-        link = (f"; the chain first breaks at seq {first.seq} ({first.code})"
-                if first is not None else "; the hash chain itself is unbroken")
-        print(f"\nRecord BROKEN: {report.breaks} problem(s){link}.")
-    for problem in report.problems:
-        label = "warning" if problem.warning else "BROKEN "
-        print(f"  {label} {problem.code:<28} {problem.where}: {problem.detail}")
-    if report.problems_left_out:
-        print(f"  … and {report.problems_left_out} more not listed (every one is counted)")
-    found = sorted({p.code for p in report.problems})
-    if found:
-        print("\nWhat the codes mean:")
-        for code in found:
-            print(f"  {code:<28} {PROBLEM_CODES.get(code, '')}")
-
-
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    engine = open_ledger(settings)
-    try:
-        report = check_record(engine, settings, expect_head=args.expect_head)
-    finally:
-        engine.dispose()
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        where = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
-        _print_record_report(report, where)
-    return 0 if report.ok else 1
-
-
-def cmd_audit_checkpoint(_args: argparse.Namespace) -> int:
-    report, written = verify_and_checkpoint(load_settings())
-    if written is None:
-        why = "the record is broken (run `disclosure audit verify`)" if not report.ok else (
-            "the chain is empty")
-        print(f"disclosure: no checkpoint written: {why}")
-        return 1
-    checkpoint, path = written
-    print(f"Checkpoint of the chain head written to {path}")
-    print(f"  head   seq {checkpoint.seq} {checkpoint.hash} (sealed with key "
-          f"{checkpoint.key_id})")
-    print("  every `disclosure audit verify` now checks that the chain still holds it; keep a "
-          "copy elsewhere too")
-    return 0
-
-
-def cmd_audit_rotate_key(_args: argparse.Namespace) -> int:
-    settings = load_settings()
-    entry = new_key_entry()
-    key_id = entry.partition(":")[0]
-    if settings.chain_key is not None or settings.chain_key_block:
-        where = ("DISCLOSURE_CHAIN_KEY" if settings.chain_key is not None
-                 else f"the Prefect Secret block {settings.chain_key_block}")
-        print(f"The key ring is in {where}; this command changes nothing there. To rotate:\n"
-              f"  1. add this entry at the END of {where}, keeping every earlier one:\n"
-              f"       {entry}\n"
-              "  2. restart the workers, the API and `disclosure serve`; the next event they "
-              f"record is the rotation to {key_id},\n"
-              "     sealed with the new key and handed over by the old one.")
-        return 0
-    path = settings.chain_key_file
-    settings.chain_keys()  # the ring exists (made on first use) and reads
-    with path.open("a", encoding="ascii") as handle:
-        handle.write(entry + "\n")
-    engine = open_ledger(settings)
-    try:
-        with Session(engine) as session, session.begin():
-            rotated = record_rotation(session=session)
-    finally:
-        engine.dispose()
-    print(f"New chain key {key_id} added to {path} (the earlier keys stay, to verify the events "
-          "they sealed).")
-    print("The rotation is on the chain (chain_key_rotated, handed over by the old key)."
-          if rotated else "The chain is empty: its first event will be sealed with the new key.")
-    print("Restart whatever runs with the old key ring (disclosure serve, the API, workers).")
-    return 0
-
-
-def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    settings = load_settings()
-    open_ledger(settings)
-    print(f"ledger schema up to date: {settings.resolved_database_url}")
-    return 0
-
-
 def register(sub: Any) -> None:
-    """Add ``up``, ``status``, ``audit verify`` and ``db upgrade`` to the command line."""
+    """Add ``up``, ``serve`` and ``register seed`` to the command line."""
     up = sub.add_parser(
         "up", help="run the whole system on the embedded defaults",
         description="Seed the register, start a local Prefect server and the pipeline, process "
@@ -455,39 +290,3 @@ def register(sub: Any) -> None:
     seed.add_argument("--seed", type=int, required=True)
     seed.add_argument("--replace", action="store_true", help="replace a filled register")
     seed.set_defaults(handler=cmd_register_seed)
-    status = sub.add_parser("status", help="where requests stand")
-    status.add_argument("request", nargs="?", default=None, metavar="REQUEST")
-    status.set_defaults(handler=cmd_status)
-    audit = sub.add_parser("audit", help="check the record")
-    asub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    verify = asub.add_parser(
-        "verify", help="verify the whole record: the hash chain, the table snapshots and every "
-                       "row against its event; exit 1 if anything is broken",
-        description="Walk the audit hash chain, check every stored table snapshot, and hold "
-                    "every request, subject, decision, delivery and review answer against the "
-                    "audit event that recorded it. Prints the chain head to write down outside "
-                    "the database. Exit status 0: intact; 1: broken (request_status "
-                    "disagreements are warnings only).")
-    verify.add_argument("--expect-head", type=_anchor, default=None, metavar="SEQ:HASH",
-                        help="a chain head written down earlier: the chain must still hold that "
-                             "event with that hash (catches a cut-off or rewritten tail)")
-    verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.set_defaults(handler=cmd_audit_verify)
-    asub.add_parser(
-        "checkpoint", help="verify the record, then write a signed checkpoint of its head to the "
-                           "checkpoint folder (outside the ledger); exit 1 if broken",
-        description="What the nightly verify-record run does: verify the whole record and, if "
-                    "it is intact, seal its chain head with the chain key and write it to "
-                    "DISCLOSURE_CHECKPOINT_DIR. Every later `audit verify` checks that the chain "
-                    "still holds every checkpoint there.").set_defaults(
-        handler=cmd_audit_checkpoint)
-    asub.add_parser(
-        "rotate-key", help="add a new chain key; the rotation is put on the chain",
-        description="With the key file (the embedded default) a new key is added to it and the "
-                    "rotation recorded at once; with DISCLOSURE_CHAIN_KEY or a Prefect Secret "
-                    "block, a new entry is printed, to add there.").set_defaults(
-        handler=cmd_audit_rotate_key)
-    db = sub.add_parser("db", help="the ledger's database")
-    dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    dsub.add_parser("upgrade", help="apply the ledger's migrations"
-                    ).set_defaults(handler=cmd_db_upgrade)

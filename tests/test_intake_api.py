@@ -27,7 +27,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 from structlog.testing import capture_logs
 
-from cli.api import serve_in_thread
+from cli.api_server import serve_in_thread
 from connectors.intake_api import MAX_JSON_DEPTH, ApiConfig, create_app
 from connectors.intake_models import EXAMPLE_BULK, EXAMPLE_OM, EXAMPLE_REQUEST
 from connectors.partners import PartnerDirectory, load_partners

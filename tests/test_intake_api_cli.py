@@ -17,7 +17,7 @@ import pytest
 import requests
 from sqlmodel import Session
 
-from cli import api as api_cli
+from cli import api, api_server, partners
 from legal_bases.errors import DisclosureError
 from records.api_keys import KEY_ISSUED, KEY_REVOKED, verify_key
 from records.db import open_ledger
@@ -41,7 +41,9 @@ def partners_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     parser = argparse.ArgumentParser(prog="disclosure")
-    api_cli.register(parser.add_subparsers(dest="command", required=True))
+    commands = parser.add_subparsers(dest="command", required=True)
+    api.register(commands)
+    partners.register(commands)
     args = parser.parse_args(argv)
     try:
         code = args.handler(args)
@@ -150,7 +152,7 @@ def test_rotate_key_for_an_unknown_partner_is_refused(capsys: pytest.CaptureFixt
 def test_an_operator_issues_a_key_and_a_partner_submits_with_it(
         capsys: pytest.CaptureFixture[str], partners_file: Path) -> None:
     key = key_in(run(capsys, "partners", "rotate-key", "belastingdienst")[1])
-    with api_cli.api_server(load_settings(), port=0, nudge=lambda: None) as url:
+    with api_server.api_server(load_settings(), port=0, nudge=lambda: None) as url:
         answer = requests.post(f"{url}/v1/requests", json=TAX, timeout=10,
                                headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == 202, answer.text

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine
 from test_intake_api import PARTNERS_FILE, TAX, issue
 
-from cli.api import Tls, serve_in_thread
+from cli.api_server import Tls, serve_in_thread
 from connectors.intake_api import create_app
 from connectors.partners import load_partners
 from legal_bases.table import GroundTable
