@@ -27,9 +27,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -46,6 +44,7 @@ from connectors.errors import (
     InvalidDocumentError,
     InvalidIdempotencyKeyError,
 )
+from connectors.receipts import Receipt, ReceiptStatus
 from legal_bases import limits
 
 #: Longest idempotency key, in characters (it becomes a file name and an HTTP header).
@@ -74,44 +73,6 @@ STAGING_FOLDER = ".staging"
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PARTNER_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _RETRYABLE_STATUS = frozenset({408, 429})
-
-
-class ReceiptStatus(StrEnum):
-    """Whether a delivery wrote something new or found it already delivered."""
-
-    DELIVERED = "delivered"
-    REPEAT = "repeat"
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """The record of one delivery: where, which bytes (sha256, size), when, the receiver's word.
-
-    ``detail`` holds what the destination kind adds (HTTP status code, receiver's receipt id,
-    attempts); every value in it is JSON-serialisable.
-    """
-
-    kind: str
-    location: str
-    idempotency_key: str
-    sha256: str
-    size: int
-    status: ReceiptStatus
-    delivered_at: datetime
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The receipt as JSON-ready values (``delivered_at`` as ISO 8601 in UTC)."""
-        return {
-            "kind": self.kind,
-            "location": self.location,
-            "idempotency_key": self.idempotency_key,
-            "sha256": self.sha256,
-            "size": self.size,
-            "status": self.status.value,
-            "delivered_at": self.delivered_at.astimezone(UTC).isoformat(),
-            "detail": dict(self.detail),
-        }
 
 
 def check_idempotency_key(key: object) -> str:

@@ -7,12 +7,9 @@ counts, kinds and status codes only, so they can be logged and shown as they are
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from connectors.receipts import Receipt
 from legal_bases.errors import DisclosureError, Problem
-
-if TYPE_CHECKING:
-    from connectors.destinations import Receipt
 
 
 class ConnectorError(DisclosureError):

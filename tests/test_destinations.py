@@ -25,7 +25,6 @@ from structlog.testing import capture_logs
 from connectors.destinations import (
     FileDrop,
     HttpsDestination,
-    ReceiptStatus,
     encode_document,
 )
 from connectors.errors import (
@@ -37,6 +36,7 @@ from connectors.errors import (
     InvalidDocumentError,
     InvalidIdempotencyKeyError,
 )
+from connectors.receipts import ReceiptStatus
 from legal_bases.errors import DisclosureError
 
 DOCUMENT: dict[str, Any] = {
