@@ -10,7 +10,7 @@ from typing import Any
 from sqlmodel import Session
 
 from cli.arguments import date_argument
-from flows.pipeline import steps
+from flows.pipeline import deadlines
 from flows.runtime import open_ledger, runtime
 from legal_bases import limits
 from records.reviews import ROLES, enroll_reviewer, remove_reviewer, reviewers
@@ -58,8 +58,8 @@ def cmd_reviewers_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_overdue(args: argparse.Namespace) -> int:
-    on = args.on or steps.today()
-    found = steps.overdue(runtime(), on=on)
+    on = args.on or deadlines.today()
+    found = deadlines.overdue(runtime(), on=on)
     for item in found:
         print(f"{item.request_id}  {item.partner_id:<20} {item.reference or '—':<22} "
               f"{item.state:<16} deadline {item.deadline.isoformat()}")

@@ -32,7 +32,7 @@ from connectors.dropoff import DropFile
 from connectors.partners import load_partners
 from connectors.register import make_register_engine
 from connectors.register_seed import ensure_register
-from flows.pipeline import steps
+from flows.pipeline import decide, deliver, take_in
 from flows.review.flow import load_review, take_answer
 from flows.review.form import review_form
 from flows.runtime import Runtime
@@ -57,7 +57,8 @@ from records.ledger import (
 from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestRow
 from records.pseudonym import Pseudonymizer
 from records.queue import claim_requests, release_claims
-from records.replay import ReplayStatus, replay_request
+from records.replay import replay_request
+from records.replay_results import ReplayStatus
 from records.reviews import enroll_reviewer, remove_reviewer, verify_code
 from records.settings import load_settings
 from records.totp import SecretSeal
@@ -84,14 +85,14 @@ class Dispatcher:
     def ledger(self) -> Engine:
         return self.rt.ledger
 
-    def dispatch(self) -> tuple[steps.Decided, steps.Delivered]:
+    def dispatch(self) -> tuple[decide.Decided, deliver.Delivered]:
         """One sweep of the dispatcher: claim everything waiting, decide it, deliver it."""
         with Session(self.ledger) as session, session.begin():
             claimed = claim_requests(session=session, worker="test", limit=10_000,
                                      lease=timedelta(minutes=1), now=datetime.now(UTC))
         try:
-            decided = steps.decide_requests(self.rt, claimed, flow_run_id=None)
-            return decided, steps.deliver_requests(self.rt, decided.deliver, flow_run_id=None)
+            decided = decide.decide_requests(self.rt, claimed, flow_run_id=None)
+            return decided, deliver.deliver_requests(self.rt, decided.deliver, flow_run_id=None)
         finally:
             with Session(self.ledger) as session, session.begin():
                 release_claims(session=session, worker="test", request_ids=claimed)
@@ -220,7 +221,7 @@ def test_the_gate_refuses_a_release_for_a_refused_submission_even_when_decided_a
         claimed = claim_requests(session=session, worker="t", limit=10, lease=timedelta(1),
                                  now=datetime.now(UTC))
     assert claimed == []  # set aside: failed, not waiting for delivery again
-    done = steps.deliver_requests(engine.rt, [refused_id], flow_run_id=None)
+    done = deliver.deliver_requests(engine.rt, [refused_id], flow_run_id=None)
     assert (done.delivered, done.set_aside) == (0, [])  # failed now: nothing to deliver
     assert len(engine.files()) == 1  # the accepted request's delivery only
     assert state(engine.ledger, refused_id) == "failed"
@@ -388,7 +389,7 @@ def test_a_dropped_file_with_a_duplicated_key_is_refused_with_its_path(engine: D
     folder.mkdir(parents=True)
     path = folder / "dup.json"
     path.write_text(DUPLICATED, "utf-8")
-    taken = steps.take_in_file(engine.rt, DropFile("belastingdienst", path,
+    taken = take_in.take_in_file(engine.rt, DropFile("belastingdienst", path,
                                                    hashlib.sha256(path.read_bytes()).hexdigest()))
     assert (taken.valid, taken.invalid) == (0, 1)
     row = row_of(engine.ledger, taken.request_ids[0])

@@ -608,7 +608,8 @@ def test_a_partner_follows_its_request_to_delivery(
         ledger_engine: Engine, shipped_table: GroundTable, tmp_path: Path) -> None:
     from connectors.register import make_register_engine  # noqa: PLC0415
     from connectors.register_seed import ensure_register  # noqa: PLC0415
-    from flows.pipeline.steps import decide_requests, deliver_requests  # noqa: PLC0415
+    from flows.pipeline.decide import decide_requests  # noqa: PLC0415
+    from flows.pipeline.deliver import deliver_requests  # noqa: PLC0415
     from flows.runtime import Runtime  # noqa: PLC0415
     from legal_bases.request import Subject  # noqa: PLC0415
     from legal_bases.vocabulary import SubjectIdType  # noqa: PLC0415

@@ -48,9 +48,11 @@ from prefect.logging.handlers import APILogHandler
 from sqlalchemy.exc import NoResultFound
 from sqlmodel import Session
 
+import flows.pipeline.decide
+import flows.pipeline.deliver
 import flows.pipeline.dispatcher
 import flows.pipeline.dropoff
-import flows.pipeline.steps
+import flows.pipeline.take_in
 import flows.pipeline.tasks
 import flows.starts
 from connectors.destinations import HttpsDestination
@@ -493,7 +495,7 @@ def test_a_run_that_dies_after_delivering_is_rerun_without_a_second_delivery(
         # the process dies after the destination took the document, before the ledger recorded
         # it: no task retry, no release of the claim
         ps.no_retries(patch, flows.pipeline.dispatcher, "deliver_batch")
-        ps.fail_once(patch, flows.pipeline.steps, "record_deliveries")
+        ps.fail_once(patch, flows.pipeline.deliver, "record_deliveries")
         patch.setattr(flows.pipeline.tasks, "release_claims", lambda **_: None)
         crashed = pipeline.dispatch()
     assert crashed.state.is_failed()
@@ -544,10 +546,10 @@ def test_a_dropoff_stopped_half_way_through_a_file_records_no_line_twice(
             raise RuntimeError("simulated stop half-way")
         return real(**kwargs)
 
-    real = flows.pipeline.steps.record_submission
+    real = flows.pipeline.take_in.record_submission
     with monkeypatch.context() as patch:
         ps.no_retries(patch, flows.pipeline.dropoff, "take_in")
-        patch.setattr(flows.pipeline.steps, "record_submission", stop_at_line_205)
+        patch.setattr(flows.pipeline.take_in, "record_submission", stop_at_line_205)
         stopped = pipeline.collect()
     assert stopped.state.is_failed()
     recorded = ps.count(pipeline.ledger, RequestRow)
@@ -771,7 +773,7 @@ def test_two_dispatcher_runs_at_once_decide_and_deliver_each_request_once(
     # both runs hold a claimed batch before either decides: they really run side by side
     barrier = threading.Barrier(2, timeout=60)
     met: set[int] = set()
-    real = flows.pipeline.steps.decide_requests
+    real = flows.pipeline.decide.decide_requests
 
     def decide_side_by_side(*args: Any, **kwargs: Any) -> Any:
         if threading.get_ident() not in met:
@@ -779,7 +781,7 @@ def test_two_dispatcher_runs_at_once_decide_and_deliver_each_request_once(
             barrier.wait()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(flows.pipeline.steps, "decide_requests", decide_side_by_side)
+    monkeypatch.setattr(flows.pipeline.decide, "decide_requests", decide_side_by_side)
     runs: list[ps.Run] = []
     errors: list[BaseException] = []
 

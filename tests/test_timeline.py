@@ -34,7 +34,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 import flows.pipeline.dispatcher
-import flows.pipeline.steps
+import flows.pipeline.review_runs
 from cli.main import main
 from flows.audit.timeline import render_text, timeline_of
 from legal_bases.request import read_request
@@ -292,7 +292,7 @@ def test_a_review_run_the_ledger_missed_and_one_that_ended_without_a_decision(
     with monkeypatch.context() as patch:
         # the dispatcher dies between starting the review run and putting it on the record
         ps.no_retries(patch, flows.pipeline.dispatcher, "start_reviews")
-        ps.fail_once(patch, flows.pipeline.steps, "record_review_started")
+        ps.fail_once(patch, flows.pipeline.review_runs, "record_review_started")
         failed = pipeline.dispatch()
     assert failed.state.is_failed()
 

@@ -69,7 +69,7 @@ from sqlmodel import Session, col, select
 
 from cli.local_prefect import command_api_url
 from flows.logs import mask_identifiers
-from flows.pipeline.steps import REVIEW_RUN_STARTED
+from flows.pipeline.review_runs import REVIEW_RUN_STARTED
 from flows.runtime import open_ledger
 from flows.starts import REVIEW, review_run_key
 from legal_bases import limits

@@ -1,4 +1,4 @@
-"""The pipeline's Prefect tasks: thin, typed wrappers of :mod:`flows.pipeline.steps`.
+"""The pipeline's Prefect tasks: thin, typed wrappers of its steps (:mod:`flows.pipeline`).
 
 They pass request ids and counts, nothing personal; none persists its result (the ledger is the
 record), and none is cached. Retries sit where the outside world can fail.
@@ -20,7 +20,8 @@ from connectors.dropoff import DropFile, DropFileChangedError
 from flows import events, starts
 from flows.faults import fault
 from flows.logs import get_logger
-from flows.pipeline import steps
+from flows.pipeline import deadlines, decide, deliver, review_runs
+from flows.pipeline.take_in import take_in_file
 from flows.runtime import Runtime, runtime
 from records.queue import (
     claim_requests,
@@ -73,7 +74,7 @@ def release_batch(worker: str, request_ids: list[str]) -> None:
 def decide_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, list[str]]:
     """Validate, assess and record the decisions of a batch; returns where each request went.
     A request set aside is announced (``disclosure.request.set_aside``) for an automation."""
-    decided = steps.decide_requests(runtime(), request_ids, flow_run_id=flow_run_id)
+    decided = decide.decide_requests(runtime(), request_ids, flow_run_id=flow_run_id)
     fault("decided")
     for request_id in decided.set_aside:
         events.emit(events.REQUEST_SET_ASIDE, request_id, step="decide")
@@ -85,7 +86,7 @@ def decide_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, l
 def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, Any]:
     """Fetch and deliver the decided requests of a batch, once each; returns counts, and the
     ids of the requests sent (back) to review because a subject is shielded now."""
-    done = steps.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id)
+    done = deliver.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id)
     for request_id in done.set_aside:
         events.emit(events.REQUEST_SET_ASIDE, request_id, step="deliver")
     return asdict(done)
@@ -118,10 +119,11 @@ def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int
     returns how many started. A request whose run could not be started is started by a later
     sweep (:func:`start_missing_reviews`)."""
     started = 0
-    for review in steps.under_review(runtime(), request_ids):
+    for review in review_runs.under_review(runtime(), request_ids):
         review_run = starts.start_review(review.request_id, review.sequence)
         if review_run is not None:
-            steps.record_review_started(runtime(), review, review_run, flow_run_id=flow_run_id)
+            review_runs.record_review_started(runtime(), review, review_run,
+                                              flow_run_id=flow_run_id)
             started += 1
     return started
 
@@ -130,7 +132,7 @@ def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int
       persist_result=False, cache_policy=NONE)
 def start_missing_reviews(flow_run_id: str | None) -> int:
     """Start the review runs that an earlier run could not start (Prefect was away)."""
-    return int(start_reviews.fn(steps.reviews_without_run(runtime()), flow_run_id))
+    return int(start_reviews.fn(review_runs.reviews_without_run(runtime()), flow_run_id))
 
 
 @task(name="escalate-reviews", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
@@ -138,7 +140,7 @@ def start_missing_reviews(flow_run_id: str | None) -> int:
 def escalate_reviews(flow_run_id: str | None) -> int:
     """Mark reviews at their deadline overdue and escalate those past it; returns how many
     were escalated now (events go out for each)."""
-    found = steps.escalate_reviews(runtime(), on=steps.today(), flow_run_id=flow_run_id)
+    found = deadlines.escalate_reviews(runtime(), on=deadlines.today(), flow_run_id=flow_run_id)
     for request_id in found["overdue"]:
         events.emit(events.REVIEW_OVERDUE, request_id)
     for request_id in found["escalated"]:
@@ -165,7 +167,7 @@ def take_in(files: list[tuple[str, str, str]], flow_run_id: str | None = None) -
             log.info("dropoff_already_taken_in", partner_id=partner_id)
             continue
         try:
-            taken = steps.take_in_file(runtime(), drop, flow_run_id=flow_run_id)
+            taken = take_in_file(runtime(), drop, flow_run_id=flow_run_id)
         except (OSError, DropFileChangedError) as exc:
             # This file only: its entries that were recorded stay recorded (its intake keys
             # make the next attempt record nothing twice); every other file goes on.

@@ -27,7 +27,7 @@ from sqlmodel import Session
 from flows import events
 from flows.faults import fault
 from flows.logs import get_logger
-from flows.pipeline import steps
+from flows.pipeline import deliver, recorded, review_runs
 from flows.pipeline.tasks import deliver_reviewed
 from flows.review.form import FirstReview, describe, review_form
 from flows.runtime import Runtime, runtime
@@ -112,7 +112,7 @@ class Review:
 def engine_decision(rt: Runtime, request: RequestRow, row: DecisionRow,
                     table: GroundTable) -> tuple[DisclosureRequest, Decision]:
     """The engine's decision on a request, as a value, re-derived from the recorded table."""
-    parsed = steps.parse_submission(request)
+    parsed = recorded.parse_submission(request)
     if not isinstance(parsed, DisclosureRequest):
         raise ValueError(f"request {request.id} is not a valid request; nothing to review")
     decision = assess(parsed, Body(request.requester_body), table)
@@ -139,7 +139,7 @@ def load_review(rt: Runtime, request_id: str) -> Review | None:
     engine_row = engine_rows[-1]
     if engine_row.outcome != Outcome.NEEDS_REVIEW.value:
         return None
-    table = steps.table_of(rt, engine_row)
+    table = deliver.table_of(rt, engine_row)
     parsed, engine = engine_decision(rt, request, engine_row, table)
     version = table.version(engine_row.ground_version or "")
     return Review(request, status.state, parsed, engine, engine_row, version, table, answers,
@@ -262,8 +262,8 @@ def review_request(request_id: str) -> str:
                 delivery = deliver_reviewed(request_id, run_id)
                 if delivery["to_review"]:
                     # a subject was shielded since the review: this run holds the next one
-                    (again,) = steps.under_review(rt, [request_id])
-                    steps.record_review_started(rt, again, run_id or "", flow_run_id=run_id)
+                    (again,) = review_runs.under_review(rt, [request_id])
+                    review_runs.record_review_started(rt, again, run_id or "", flow_run_id=run_id)
                     continue
             with Session(rt.ledger) as session:
                 status = status_of(session=session, request_id=request_id)

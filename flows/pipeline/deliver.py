@@ -1,22 +1,16 @@
-"""The work of the pipeline, as plain functions of a :class:`~flows.runtime.Runtime`.
-
-Prefect tasks (:mod:`flows.pipeline.tasks`) wrap these; they hand each other request ids and counts,
-never personal data. Every step starts from what the ledger recorded, so a run that crashed and
-runs again carries on: a request decided is not decided again, a decision delivered is not
-delivered again.
-"""
+"""Delivering decided requests: through the release gate, fetch from the register in chunks,
+hand each document to its destination, and record the delivery (or the failure)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from connectors.dropoff import DropFile, Entry
 from connectors.errors import (
     DeliveryRejectedError,
     IdempotencyConflictError,
@@ -27,13 +21,13 @@ from connectors.errors import (
 from connectors.register import FetchResult
 from flows.faults import fault
 from flows.logs import get_logger
+from flows.pipeline.recorded import chunks, parse_submission, requests_in
 from flows.runtime import Runtime
 from legal_bases import limits
 from legal_bases.assessment import assess, with_review_trigger
-from legal_bases.decision import Decision
-from legal_bases.errors import DisclosureError, FieldError
+from legal_bases.errors import DisclosureError
 from legal_bases.ground import GroundVersion
-from legal_bases.request import DisclosureRequest, InvalidRequest, read_request_text
+from legal_bases.request import DisclosureRequest
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger
 from records.db import read_only
@@ -45,124 +39,19 @@ from records.deliveries import (
     record_deliveries,
     record_delivery_failures,
 )
-from records.errors import ReferenceConflictError, ReleaseRefusedError
+from records.errors import ReleaseRefusedError
 from records.ledger import (
     ENGINE,
     DecisionItem,
     SetAside,
     load_table_snapshot,
-    received_on,
     record_decisions_apart,
     record_set_aside,
-    record_submission,
 )
-from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus
+from records.models import DecisionRow, RequestRow, RequestStatus
 from records.release import RELEASING, Release, check_releases, document_refusal
-from records.replay import parse_recorded
-from records.reviews import has_event, record_review_event
-from records.vocabulary import Channel, RequestState
+from records.vocabulary import RequestState
 
-
-def chunks(values: Sequence[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start:start + size])
-
-
-def parse_submission(row: RequestRow) -> DisclosureRequest | InvalidRequest:
-    """A recorded submission read again exactly as at intake (see ``records.replay``)."""
-    return parse_recorded(row)
-
-
-# -- decide -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Decided:
-    """Where a batch went: ids to deliver, to review, rejected, and set aside (ids only)."""
-
-    deliver: list[str] = field(default_factory=list)
-    review: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    set_aside: list[str] = field(default_factory=list)
-
-
-def _requests_in(session: Session, ids: Sequence[str]) -> list[tuple[RequestRow, str]]:
-    found: list[tuple[RequestRow, str]] = []
-    for chunk in chunks(ids, 500):
-        found += [(row, state) for row, state in session.execute(
-            select(RequestRow, RequestStatus.state)  # type: ignore[call-overload]
-            .join(RequestStatus, col(RequestStatus.request_id) == col(RequestRow.id))
-            .where(col(RequestRow.id).in_(chunk))).all()]
-    return found
-
-
-def decide_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: str | None,
-                    ) -> Decided:
-    """Validate, assess and record the decisions of the claimed requests not yet decided.
-
-    A submission recorded as invalid is rejected ``invalid_request`` with its recorded errors,
-    whatever its text reads as (:func:`parse_submission`). A decision that would release data
-    about a shielded subject goes to review instead. No request can stop the others: one that
-    cannot be assessed or recorded is set aside (``failed``, with a ``request_set_aside`` event)
-    and the rest are decided. The decisions are on the record (hash-chained) before this
-    returns: nothing is delivered before its decision is written.
-    """
-    log = get_logger("dispatcher")
-    now = datetime.now(UTC)
-    with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
-        rows = _requests_in(session, request_ids)
-        waiting = [row for row, state in rows
-                   if state in (RequestState.RECEIVED.value, RequestState.INVALID.value)]
-        already = [row.id for row, state in rows if state == RequestState.DECIDED.value]
-        parsed: dict[str, DisclosureRequest | InvalidRequest] = {}
-        decisions: dict[str, Decision] = {}
-        aside: list[SetAside] = []
-        for row in waiting:
-            try:
-                parsed[row.id] = parse_submission(row)
-                decisions[row.id] = assess(parsed[row.id], Body(row.requester_body), rt.table)
-            except Exception as exc:  # one submission must never stop the batch
-                aside.append(SetAside(request_id=row.id, step="decide", reason="not_assessable",
-                                      detail=f"it could not be read or assessed "
-                                             f"({type(exc).__name__})",
-                                      at=now, flow_run_id=flow_run_id))
-        decisions = _send_shielded_to_review(rt, decisions, parsed)
-        record_set_aside(session=session, items=aside)
-        recorded, refused = record_decisions_apart(session=session, table=rt.table, items=[
-            DecisionItem(request_id=rid, decision=d, decided_at=now, flow_run_id=flow_run_id)
-            for rid, d in decisions.items()], flow_run_id=flow_run_id)
-    outcomes = {row.request_id: row.outcome for row in recorded}
-    outcome = Decided(
-        deliver=already + [rid for rid, o in outcomes.items() if o in RELEASING],
-        review=[rid for rid, o in outcomes.items() if o == Outcome.NEEDS_REVIEW.value],
-        rejected=[rid for rid, o in outcomes.items() if o == Outcome.REJECTED.value],
-        set_aside=[a.request_id for a in aside + refused])
-    log.info("batch_decided", decided=len(outcomes), to_deliver=len(outcome.deliver),
-             to_review=len(outcome.review), rejected=len(outcome.rejected),
-             set_aside=len(outcome.set_aside))
-    for item in aside + refused:
-        log.warning("request_set_aside", request_id=item.request_id, step=item.step,
-                    reason=item.reason)
-    return outcome
-
-
-def _send_shielded_to_review(rt: Runtime, decisions: dict[str, Decision],
-                             parsed: dict[str, DisclosureRequest | InvalidRequest],
-                             ) -> dict[str, Decision]:
-    releasing = {rid: request for rid, request in parsed.items()
-                 if isinstance(request, DisclosureRequest) and rid in decisions
-                 and decisions[rid].outcome.value in RELEASING}
-    subjects = list(dict.fromkeys(s for r in releasing.values() for s in r.subjects))
-    if not subjects:
-        return decisions
-    shielded = rt.register.shielded(subjects)
-    out = dict(decisions)
-    for rid, request in releasing.items():
-        if any(s in shielded for s in request.subjects):
-            out[rid] = with_review_trigger(decisions[rid], ReviewTrigger.SHIELDED_SUBJECT)
-    return out
-
-
-# -- deliver ------------------------------------------------------------------------------------
 
 @dataclass
 class Delivered:
@@ -197,7 +86,7 @@ class _Pending:
 def _deliverable(rt: Runtime, ids: Sequence[str]) -> tuple[list[_Pending], int]:
     """The requests among ``ids`` whose latest decision releases data and is not delivered."""
     with Session(rt.ledger, expire_on_commit=False) as session, session.begin():
-        rows = [row for row, state in _requests_in(session, ids)
+        rows = [row for row, state in requests_in(session, ids)
                 if state == RequestState.DECIDED.value]
         by_id: dict[str, DecisionRow] = {}
         latest: dict[str, DecisionRow] = {}
@@ -496,217 +385,3 @@ def _failure(request: RequestRow, decision: DecisionRow, exc: Exception, permane
                            partner_id=request.partner_id, error=type(exc).__name__,
                            failed_at=datetime.now(UTC), permanent=permanent,
                            flow_run_id=flow_run_id)
-
-
-# -- take in drop-off files ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TakenIn:
-    """What one drop file held: the request ids recorded, and how many were valid."""
-
-    file: str
-    partner_id: str
-    request_ids: list[str]
-    valid: int
-    invalid: int
-    accepted: bool
-
-
-def _entry_request(entry: Entry, received_at: datetime,
-                   ) -> tuple[str, DisclosureRequest | InvalidRequest]:
-    if entry.too_large:
-        return (f"(an entry of more than {limits.MAX_REQUEST_BYTES} bytes; the file is kept)",
-                InvalidRequest((FieldError("", "too_large", "the request is larger than "
-                                           f"{limits.MAX_REQUEST_BYTES} bytes"),)))
-    if entry.bad_encoding is not None:
-        return (f"(not UTF-8; undecodable bytes replaced) {entry.text}",
-                InvalidRequest((FieldError("", "bad_encoding", "not UTF-8 text (at byte "
-                                           f"{entry.bad_encoding})"),)))
-    return entry.text, read_request_text(entry.text, received_on=received_on(received_at))
-
-
-def take_in_file(rt: Runtime, drop: DropFile, *, flow_run_id: str | None = None) -> TakenIn:
-    """Record every request in a drop file (valid or not), then file it away with a report."""
-    log = get_logger("dropoff")
-    partner = rt.partners.get(drop.partner_id)
-    name = drop.path.name
-    if partner is None:
-        rt.dropbox.file_away(drop, accepted=False, report={
-            "file": name, "sha256": drop.sha256, "error": "unknown_partner",
-            "message": f"no partner {drop.partner_id!r} is configured; nothing was taken in"})
-        log.warning("dropoff_unknown_partner", partner_id=drop.partner_id)
-        return TakenIn(name, drop.partner_id, [], 0, 0, accepted=False)
-    lines: list[dict[str, Any]] = []
-    entries = list(rt.dropbox.entries(drop))
-    with Session(rt.ledger, expire_on_commit=False) as session:
-        for start in range(0, len(entries), 200):
-            with session.begin():
-                for entry in entries[start:start + 200]:
-                    lines.append(_take_in_entry(rt, session, drop, partner.body, entry,
-                                                flow_run_id=flow_run_id))
-    valid = sum(1 for line in lines if line["valid"])
-    report = {"file": name, "sha256": drop.sha256, "partner_id": drop.partner_id,
-              "taken_in_at": datetime.now(UTC).isoformat(), "requests": len(lines),
-              "valid": valid, "invalid": len(lines) - valid, "entries": lines}
-    if not lines:
-        report["error"] = "no_requests"
-    rt.dropbox.file_away(drop, accepted=valid > 0, report=report)
-    log.info("dropoff_taken_in", partner_id=drop.partner_id, file_sha256=drop.sha256,
-             valid=valid, invalid=len(lines) - valid)
-    return TakenIn(name, drop.partner_id, [line["request_id"] for line in lines], valid,
-                   len(lines) - valid, accepted=valid > 0)
-
-
-def _take_in_entry(rt: Runtime, session: Session, drop: DropFile, body: Body,
-                   entry: Entry, *, flow_run_id: str | None) -> dict[str, Any]:
-    received_at = datetime.now(UTC)
-    raw_text, parsed = _entry_request(entry, received_at)
-    common: dict[str, Any] = {
-        "session": session, "partner_id": drop.partner_id, "requester_body": body,
-        "channel": Channel.DROPOFF, "raw_body": raw_text, "received_at": received_at,
-        "pseudonymizer": rt.pseudonymizer, "flow_run_id": flow_run_id,
-        "intake_key": f"dropoff:{drop.partner_id}:{drop.sha256}:{entry.line}"}
-    try:
-        row = record_submission(parsed=parsed, **common)
-    except ReferenceConflictError as exc:
-        conflict = FieldError("reference", "reference_conflict",
-                              f"already used by request {exc.existing_request_id} with "
-                              "another body")
-        row = record_submission(parsed=InvalidRequest((conflict,)), **common)
-    return {"line": entry.line, "request_id": row.id, "reference": row.reference,
-            "valid": row.valid, "errors": row.validation_errors}
-
-
-# -- review runs ----------------------------------------------------------------------------------
-
-REVIEW_RUN_STARTED = "review_run_started"
-
-
-@dataclass(frozen=True)
-class UnderReview:
-    """The engine decision a request's review answers: its id and sequence (ids only)."""
-
-    request_id: str
-    decision_id: str
-    sequence: int
-
-
-def under_review(rt: Runtime, request_ids: Sequence[str]) -> list[UnderReview]:
-    """For each request waiting for a reviewer, the engine decision that sent it there."""
-    found: dict[str, UnderReview] = {}
-    with Session(rt.ledger) as session:
-        for chunk in chunks(request_ids, 500):
-            for decision_id, request_id, sequence in session.execute(
-                    select(DecisionRow.id, DecisionRow.request_id,  # type: ignore[call-overload]
-                           DecisionRow.sequence)
-                    .where(col(DecisionRow.request_id).in_(chunk),
-                           col(DecisionRow.decided_by) == ENGINE,
-                           col(DecisionRow.outcome) == Outcome.NEEDS_REVIEW.value)):
-                held = found.get(request_id)
-                if held is None or sequence > held.sequence:
-                    found[request_id] = UnderReview(request_id, decision_id, sequence)
-    return [found[r] for r in request_ids if r in found]
-
-
-def record_review_started(rt: Runtime, review: UnderReview, review_run_id: str, *,
-                          flow_run_id: str | None) -> None:
-    """Put on the record which flow run holds the review of an engine decision."""
-    with Session(rt.ledger) as session, session.begin():
-        record_review_event(session=session, request_id=review.request_id,
-                            kind=REVIEW_RUN_STARTED, now=datetime.now(UTC),
-                            payload={"review_run_id": review_run_id,
-                                     "decision_id": review.decision_id},
-                            flow_run_id=flow_run_id)
-
-
-def reviews_without_run(rt: Runtime) -> list[str]:
-    """Requests waiting for a reviewer whose review run (for the engine decision that sent
-    them there) was never started. A ``review_run_started`` event without a decision id (written
-    before 0.4.0) stands for the request's first decision."""
-    with Session(rt.ledger) as session:
-        waiting = list(session.execute(
-            select(RequestStatus.request_id).where(  # type: ignore[call-overload]
-                col(RequestStatus.state).in_([RequestState.AWAITING_REVIEW.value,
-                                              RequestState.ESCALATED.value]))).scalars())
-        started: dict[str, set[str | None]] = {}
-        for chunk in chunks(waiting, 500):
-            for request_id, payload in session.execute(
-                    select(AuditEvent.request_id, AuditEvent.payload)  # type: ignore[call-overload]
-                    .where(col(AuditEvent.kind) == REVIEW_RUN_STARTED,
-                           col(AuditEvent.request_id).in_(chunk))):
-                started.setdefault(request_id, set()).add(
-                    payload.get("decision_id") if isinstance(payload, dict) else None)
-    missing = []
-    for review in under_review(rt, waiting):
-        named = started.get(review.request_id, set())
-        if review.decision_id not in named and not (review.sequence == 1 and None in named):
-            missing.append(review.request_id)
-    return missing
-
-
-# -- deadlines ------------------------------------------------------------------------------------
-
-def today() -> date:
-    """Today in the Netherlands: the calendar deadlines are counted in."""
-    return received_on(datetime.now(UTC))
-
-
-@dataclass(frozen=True)
-class Overdue:
-    """A request at or past its deadline that is not finished (ids and dates only)."""
-
-    request_id: str
-    partner_id: str
-    reference: str | None
-    state: str
-    deadline: Any
-
-
-UNFINISHED = (RequestState.RECEIVED.value, RequestState.INVALID.value,
-              RequestState.DECIDED.value, RequestState.AWAITING_REVIEW.value,
-              RequestState.ESCALATED.value)
-
-
-def overdue(rt: Runtime, *, on: Any) -> list[Overdue]:
-    """Unfinished requests whose deadline is ``on`` or earlier, oldest deadline first."""
-    with Session(rt.ledger) as session:
-        rows = session.execute(
-            select(RequestRow.id, RequestRow.partner_id,  # type: ignore[call-overload]
-                   RequestRow.reference, RequestStatus.state, DecisionRow.deadline)
-            .join(RequestStatus, col(RequestStatus.request_id) == col(RequestRow.id))
-            .join(DecisionRow, col(DecisionRow.request_id) == col(RequestRow.id))
-            .where(col(DecisionRow.sequence) == 1, col(DecisionRow.deadline) <= on,
-                   col(RequestStatus.state).in_(UNFINISHED))
-            .order_by(col(DecisionRow.deadline))).all()
-    return [Overdue(*row) for row in rows]
-
-
-def escalate_reviews(rt: Runtime, *, on: Any, flow_run_id: str | None) -> dict[str, list[str]]:
-    """Mark reviews that reach their deadline today as overdue, and escalate those past it.
-
-    Each happens once per request, on the record (an audit event; escalation also moves the
-    request to ``escalated``, where it stays decidable: a review is never approved by default).
-    Returns the request ids newly overdue and newly escalated.
-    """
-    out: dict[str, list[str]] = {"overdue": [], "escalated": []}
-    waiting = [o for o in overdue(rt, on=on) if o.state in (RequestState.AWAITING_REVIEW.value,
-                                                           RequestState.ESCALATED.value)]
-    now = datetime.now(UTC)
-    with Session(rt.ledger) as session, session.begin():
-        for item in waiting:
-            payload = {"deadline": item.deadline.isoformat()}
-            if not has_event(session=session, request_id=item.request_id, kind="review_overdue"):
-                record_review_event(session=session, request_id=item.request_id,
-                                    kind="review_overdue", now=now, payload=payload,
-                                    flow_run_id=flow_run_id)
-                out["overdue"].append(item.request_id)
-            if item.deadline < on and not has_event(
-                    session=session, request_id=item.request_id, kind="review_escalated"):
-                record_review_event(session=session, request_id=item.request_id,
-                                    kind="review_escalated", now=now, payload=payload,
-                                    state=RequestState.ESCALATED.value, flow_run_id=flow_run_id)
-                out["escalated"].append(item.request_id)
-    log = get_logger("review")
-    for request_id in out["escalated"]:
-        log.warning("review_escalated", request_id=request_id)
-    return out
