@@ -36,15 +36,7 @@ from sqlalchemy.orm import Session
 from connectors.errors import ConnectorError
 from legal_bases import limits
 from records.pseudonym import Pseudonymizer
-from records.submissions import (
-    NOT_PARSED,
-    Recorded,
-    Recording,
-    Submission,
-    record_submissions,
-)
-
-__all__ = ["NOT_PARSED", "Recorded", "Recording", "Submission", "record_submissions"]
+from records.submissions import Recorded, Submission, record_submissions
 
 
 class LedgerUnavailableError(ConnectorError):
