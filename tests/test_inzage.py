@@ -402,7 +402,7 @@ def test_an_answer_that_cannot_be_recorded_is_not_given(
         tmp_path: Path) -> None:
     def refused(**_: Any) -> int:
         raise LedgerError("the ledger refused the event")
-    monkeypatch.setattr("flows.audit.inzage.record_inzage", refused)
+    monkeypatch.setattr("cli.inzage.record_inzage", refused)
     person = person_with(ledger)
     before = _chain_head(ledger.engine)
     run = run_inzage(ledger, monkeypatch, capsys, tmp_path / "out", "--bsn", person.number)

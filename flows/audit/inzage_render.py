@@ -1,56 +1,29 @@
-"""``disclosure inzage``: answer a data subject's request under AVG art. 15.
+"""What an inzage answer says, for the data subject and for the privacy officer.
 
-``disclosure inzage --bsn N`` (or ``--onderwijsnummer N``, or both for one person; ``-`` reads
-the number from standard input, which keeps it out of the shell history) finds every request
-that named the person (by their pseudonym: :mod:`records.inzage`) and writes, into ``--out DIR``
-(default ``<data_dir>/inzage``, beside the ledger, not the current folder: the files are
-personal data and belong with the other personal data the engine keeps):
-
-* for the data subject: ``inzage-<day>-<ref>.md``, ``.html`` (self-contained, printable: the
-  browser's print makes the PDF) and ``.json`` — per disclosure to whom (partner and body), when,
-  which categories, under which ground (law, article, link) and for what purpose; refused
-  requests and requests still being decided each in their own list. The three files are
-  rendered from one document, so they say the same. The person's number appears masked only.
-* for the privacy officer only: ``inzage-<day>-<ref>-restricted-privacy-officer.md`` and
-  ``.json`` — the requests kept out of the subject's files under UAVG art. 41 (criminal
-  investigations), each with the citation of its restriction, so the officer can weigh
-  UAVG art. 41 lid 2. Written every time, saying "none" when there are none.
-
-``<ref>`` is the start of the person's pseudonym, never their number. Standard output gives the
-file paths and counts, and the masked number only; the log gets counts only.
+Pure functions of the facts :func:`records.inzage.find_requests` found (no I/O, no Prefect): the
+subject's document and the privacy officer's (one dict each, which is also their JSON), rendered
+to Markdown and to self-contained printable HTML from a few block kinds, so every file of one
+answer says the same. :func:`answer_files` names and renders the five files of one answer;
+``disclosure inzage`` (:mod:`cli.inzage`) finds the facts, writes the files and records the
+answer. The person's number appears masked only; the file names carry the start of their
+pseudonym, never their number.
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import html
 import json
-import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
-
-from connectors.partners import load_partners
-from flows.logs import get_logger
-from flows.runtime import open_ledger, partners_file
-from legal_bases.accountability import Accountability, load_accountability
 from legal_bases.citation import Citation
-from legal_bases.errors import DisclosureError
-from legal_bases.identifiers import bsn_problem, mask, onderwijsnummer_problem
+from legal_bases.identifiers import mask
 from legal_bases.request import Subject
-from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Category, Outcome, ReasonCode, SubjectIdType
-from records.inzage import EntryKind, InzageEntry, find_requests, record_inzage
+from records.inzage import EntryKind, InzageEntry
 from records.ledger import RECEIPT_TIMEZONE
-from records.models import ACTOR_LENGTH
-from records.pseudonym import Pseudonymizer
-from records.settings import load_settings
 
 DOCUMENT_FORMAT = 1
 CONTROLLER = ("Dienst Uitvoering Onderwijs (DUO), on behalf of the Minister of Education, "
@@ -115,20 +88,6 @@ WEIGHING = (
     "the data subject's right to be informed of the restriction, unless that may be "
     "prejudicial to its purpose",
 )
-
-
-class InzageError(DisclosureError):
-    """Raised when an inzage answer cannot be written (its folder or files)."""
-
-
-@dataclass(frozen=True)
-class Written:
-    """Where an answer went and what it holds."""
-
-    subject_files: tuple[Path, ...]
-    officer_files: tuple[Path, ...]
-    counts: Mapping[str, int]
-    restricted: int
 
 
 # -- the documents (one dict each; Markdown and HTML are rendered from it) ----------------------
@@ -457,150 +416,43 @@ def to_html(blocks: Sequence[_Block], *, title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-# -- the command ----------------------------------------------------------------------------------
-
-def answer(*, session: Session, subjects: Sequence[Subject], pseudonymizer: Pseudonymizer,
-           out_dir: Path, partner_names: Mapping[str, str], prepared_at: datetime,
-           table: GroundTable, accountability: Accountability) -> Written:
-    """Find the person's requests and write the subject's and the privacy officer's files."""
-    pseudonyms = [pseudonymizer.of(s) for s in subjects]
-    entries = find_requests(session=session, pseudonyms=pseudonyms, table=table,
-                            accountability=accountability)
-    day = prepared_at.astimezone(RECEIPT_TIMEZONE).date().isoformat()
-    stem = f"inzage-{day}-{pseudonyms[0][:_REF_CHARS]}"
-    subject_doc = subject_document(entries, subjects, partner_names, prepared_at)
-    subject_files = tuple(out_dir / f"{stem}.{ext}" for ext in ("md", "html", "json"))
-    officer_doc = officer_document(entries, subjects, partner_names, prepared_at,
-                                   [p.name for p in subject_files])
-    officer_files = tuple(out_dir / f"{stem}-restricted-privacy-officer.{ext}"
-                          for ext in ("md", "json"))
-    blocks = _subject_blocks(subject_doc)
-    officer_blocks = _officer_blocks(officer_doc)
-    _make_private_dir(out_dir)
-    contents = (
-        (subject_files[0], to_markdown(blocks)),
-        (subject_files[1], to_html(blocks, title="Inzage — DUO")),
-        (subject_files[2], _json(subject_doc)),
-        (officer_files[0], to_markdown(officer_blocks)),
-        (officer_files[1], _json(officer_doc)),
-    )
-    for path, text in contents:
-        _write_private(path, text)
-    return Written(subject_files=subject_files, officer_files=officer_files,
-                   counts=subject_doc["counts"], restricted=officer_doc["count"])
-
-
-def _json(document: Mapping[str, Any]) -> str:
+def to_json(document: Mapping[str, Any]) -> str:
+    """A document as its JSON file holds it."""
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def _make_private_dir(folder: Path) -> None:
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InzageError(f"cannot create the folder {folder}: {exc.strerror}") from exc
+# -- one answer's files ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerFiles:
+    """The files of one answer, by name and text, and what they hold."""
+
+    subject: tuple[tuple[str, str], ...]  # (file name, text): .md, .html, .json
+    officer: tuple[tuple[str, str], ...]  # (file name, text): .md, .json
+    counts: Mapping[str, int]
+    restricted: int
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read: these files are personal data."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as exc:
-        raise InzageError(f"cannot write {path}: {exc.strerror}") from exc
+def answer_files(entries: Sequence[InzageEntry], subjects: Sequence[Subject],
+                 partner_names: Mapping[str, str], prepared_at: datetime,
+                 pseudonym: str) -> AnswerFiles:
+    """The subject's and the privacy officer's files of one answer.
 
-
-def _usage(message: str) -> DisclosureError:
-    # cli.main imports this module to register the command, so its UsageError (exit status 2)
-    # can only be imported once the command runs.
-    from cli.arguments import UsageError  # noqa: PLC0415
-
-    return UsageError(message)
-
-
-def _subjects(args: argparse.Namespace) -> list[Subject]:
-    given = [(SubjectIdType.BSN, args.bsn, bsn_problem),
-             (SubjectIdType.ONDERWIJSNUMMER, args.onderwijsnummer, onderwijsnummer_problem)]
-    if all(number is None for _, number, _ in given):
-        raise _usage("inzage needs --bsn or --onderwijsnummer (or both, for one person)")
-    if args.bsn == "-" and args.onderwijsnummer == "-":
-        raise _usage("only one of --bsn and --onderwijsnummer can be read from standard input")
-    subjects = []
-    for id_type, option, problem_of in given:
-        if option is None:
-            continue
-        number = (sys.stdin.readline() if option == "-" else option).strip()
-        problem = problem_of(number)
-        if problem is not None:
-            # The message names the option and the problem, never the number given.
-            raise _usage(f"--{id_type.value} is not a valid {ID_TYPE_LABELS[id_type.value]}: "
-                         f"{problem}")
-        subjects.append(Subject(id_type, number))
-    return subjects
-
-
-def cmd_inzage(args: argparse.Namespace) -> int:
-    subjects = _subjects(args)
-    settings = load_settings()
-    out_dir = args.out if args.out is not None else settings.data_dir / "inzage"
-    partners = {p.id: p.name for p in load_partners(partners_file(settings))}
-    engine = open_ledger(settings)
-    pseudonymizer = Pseudonymizer.from_settings(settings)
-    now = datetime.now(UTC)
-    try:
-        with Session(engine) as session, session.begin():
-            written = answer(session=session, subjects=subjects, pseudonymizer=pseudonymizer,
-                             out_dir=out_dir, partner_names=partners, prepared_at=now,
-                             table=settings.ground_table(), accountability=load_accountability())
-            try:  # fail closed: an answer that is not on the record is not given
-                seq = record_inzage(
-                    session=session, pseudonyms=[pseudonymizer.of(s) for s in subjects],
-                    counts={**written.counts, "restricted": written.restricted},
-                    actor=args.requested_by, answered_at=now)
-            except Exception:
-                for path in (*written.subject_files, *written.officer_files):
-                    path.unlink(missing_ok=True)
-                raise
-    finally:
-        engine.dispose()
-    counts = written.counts
-    get_logger("inzage").info("inzage_answered", disclosures=counts["disclosures"],
-                              refused=counts["refused"], pending=counts["pending"],
-                              restricted=written.restricted)
-    person = ", ".join(f"{ID_TYPE_LABELS[s.id_type.value]} {s.masked}" for s in subjects)
-    lines = [f"Inzage for {person}: {counts['disclosures']} disclosure(s), "
-             f"{counts['refused']} refused, {counts['pending']} still being decided; "
-             f"{written.restricted} restricted request(s) for the privacy officer.",
-             "For the data subject (the HTML file prints to PDF from a browser):",
-             *(f"  {p}" for p in written.subject_files),
-             "For the privacy officer only (UAVG art. 41; never send to the data subject):",
-             *(f"  {p}" for p in written.officer_files),
-             f"On the record as audit event {seq} (inzage_answered, by {args.requested_by})."]
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
-
-
-def _actor(text: str) -> str:
-    if not 0 < len(text.strip()) <= ACTOR_LENGTH:
-        raise argparse.ArgumentTypeError(f"must be 1 to {ACTOR_LENGTH} characters")
-    return text.strip()
-
-
-def register(sub: Any) -> None:
-    """Add ``inzage`` to the ``disclosure`` command line."""
-    parser = sub.add_parser(
-        "inzage", help="answer a data subject's access request (AVG art. 15)",
-        description="Write a person's inzage answer (Markdown, printable HTML, JSON) and a "
-                    "separate file for the privacy officer with the requests kept from them "
-                    "under UAVG art. 41. Give --bsn, --onderwijsnummer or both (one person); "
-                    "'-' reads the number from standard input.")
-    parser.add_argument("--bsn", default=None, metavar="N", help="the person's BSN (or -)")
-    parser.add_argument("--onderwijsnummer", default=None, metavar="N",
-                        help="the person's onderwijsnummer (or -)")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="folder for the files (default: <data_dir>/inzage; "
-                             "DISCLOSURE_DATA_DIR sets data_dir)")
-    parser.add_argument("--requested-by", default=getpass.getuser(), type=_actor, metavar="WHO",
-                        help="who answers (recorded with the look-up; default: the login name)")
-    parser.set_defaults(handler=cmd_inzage)
+    ``pseudonym`` is the person's first: the file names carry its start, never their number.
+    """
+    day = prepared_at.astimezone(RECEIPT_TIMEZONE).date().isoformat()
+    stem = f"inzage-{day}-{pseudonym[:_REF_CHARS]}"
+    subject_doc = subject_document(entries, subjects, partner_names, prepared_at)
+    subject_names = tuple(f"{stem}.{ext}" for ext in ("md", "html", "json"))
+    officer_doc = officer_document(entries, subjects, partner_names, prepared_at,
+                                   list(subject_names))
+    officer_names = tuple(f"{stem}-restricted-privacy-officer.{ext}" for ext in ("md", "json"))
+    blocks = _subject_blocks(subject_doc)
+    officer_blocks = _officer_blocks(officer_doc)
+    return AnswerFiles(
+        subject=tuple(zip(subject_names, (to_markdown(blocks),
+                                          to_html(blocks, title="Inzage — DUO"),
+                                          to_json(subject_doc)), strict=True)),
+        officer=tuple(zip(officer_names, (to_markdown(officer_blocks), to_json(officer_doc)),
+                          strict=True)),
+        counts=subject_doc["counts"], restricted=officer_doc["count"])
