@@ -35,7 +35,8 @@ from records.db import database_url, make_engine, migrate
 from records.inzage import find_requests
 from records.models import AuditEvent, RequestRow
 from records.pseudonym import Pseudonymizer
-from records.replay import replay_period, summarise
+from records.replay import replay_period
+from records.replay_summary import summarise
 from records.statistics import parse_period, transparency_statistics
 from records.synthetic_history import write_history
 from records.verification import verify_record

@@ -62,7 +62,9 @@ from records.chain import verify_chain
 from records.ledger import DecisionItem, received_on, record_decisions, record_submission
 from records.models import LEDGER_TABLES
 from records.pseudonym import Pseudonymizer
-from records.replay import ReplayStatus, replay_period, replay_request, summarise
+from records.replay import replay_period, replay_request
+from records.replay_results import ReplayStatus
+from records.replay_summary import summarise
 from records.reviews import ReviewAnswerRow, record_answer
 from records.synthetic_history import MOTIVATION, History, Truth, write_history
 from records.vocabulary import Channel

@@ -41,7 +41,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cli.main import main
-from flows.audit.report import make_report, transparency_report, write_report
+from cli.report import write_report
+from flows.audit.report import make_report, transparency_report
 from legal_bases.request import Subject, read_request
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body
