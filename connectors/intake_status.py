@@ -24,7 +24,8 @@ from legal_bases import limits
 from legal_bases.errors import FieldError
 from legal_bases.request import read_json
 from legal_bases.table import GroundTable
-from records.ledger import compute_deadline, latest_decision, received_on
+from records.decisions import compute_deadline
+from records.ledger import latest_decision, received_on
 from records.models import DeliveryRow, RequestRow, RequestStatus
 from records.vocabulary import RequestState
 

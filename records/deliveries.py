@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from records import chain
 from records.chain import NewEvent
-from records.ledger import set_states
+from records.decisions import set_states
 from records.models import DeliveryRow
 from records.timestamps import utc
 from records.vocabulary import EventKind, RequestState

@@ -35,8 +35,10 @@ from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Outcome
 from records import chain
 from records.chain import NewEvent
-from records.ledger import ENGINE, in_chunks, load_table_snapshot, requests_by_pseudonym
+from records.decisions import in_chunks
+from records.ledger import ENGINE, requests_by_pseudonym
 from records.models import DecisionRow, DeliveryRow, RequestStatus, RequestSubject
+from records.snapshots import load_table_snapshot
 from records.timestamps import utc
 from records.vocabulary import EventKind
 

@@ -49,7 +49,8 @@ from legal_bases.limits import (
 )
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import SubjectIdType
-from records.ledger import in_chunks, local_days
+from records.decisions import in_chunks
+from records.ledger import local_days
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestSubject
 
 _DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from legal_bases.vocabulary import Outcome
 from records.chain import is_sealed, keys_of
-from records.ledger import in_chunks
+from records.decisions import in_chunks
 from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus, RequestSubject
 from records.vocabulary import EventKind, RequestState
 

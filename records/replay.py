@@ -50,12 +50,7 @@ from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Outcome, ReviewTrigger
 from records.db import read_only
 from records.errors import SnapshotMissingError
-from records.ledger import (
-    ENGINE,
-    load_table_snapshot,
-    local_days,
-    received_on,
-)
+from records.ledger import ENGINE, local_days, received_on
 from records.models import DecisionRow, RequestRow
 from records.replay_differences import (
     COMPARED,
@@ -70,6 +65,7 @@ from records.replay_differences import (
 from records.replay_results import Answer, Check, Replay, ReplayStatus, ReviewAccount
 from records.replay_review import review_account, review_cycles, table_version
 from records.reviews import ReviewAnswerRow
+from records.snapshots import load_table_snapshot
 
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]

@@ -23,8 +23,8 @@ from sqlmodel import Field, SQLModel, col
 from legal_bases import limits
 from records import chain, totp
 from records.chain import NewEvent
+from records.decisions import set_states
 from records.errors import LedgerError
-from records.ledger import set_states
 from records.models import (
     ACTOR_LENGTH,
     FLOW_RUN_ID_LENGTH,

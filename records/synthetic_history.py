@@ -33,8 +33,9 @@ from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.review import reviewed_decision
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewVerdict, SubjectIdType
+from records.decisions import DecisionItem, record_decisions
 from records.deliveries import DeliveryItem, record_deliveries
-from records.ledger import DecisionItem, received_on, record_decisions
+from records.ledger import received_on
 from records.models import DecisionRow
 from records.pseudonym import Pseudonymizer
 from records.reviews import ReviewAnswerRow, record_answer, record_review_event

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlmodel import Session, col
 from test_intake_api import Api, issue, running_api
 
+import records.decisions
 import records.ledger
 from connectors.dropoff import DropFile
 from connectors.partners import load_partners
@@ -45,15 +46,9 @@ from legal_bases.vocabulary import Body, Category, Outcome, ReasonCode
 from records import totp
 from records.api_keys import key_hash, revoke_keys
 from records.chain import chain_head
+from records.decisions import DecisionItem, record_decisions, record_decisions_apart
 from records.deliveries import DeliveryItem, record_deliveries
-from records.ledger import (
-    DecisionItem,
-    decisions_for,
-    received_on,
-    record_decisions,
-    record_decisions_apart,
-    status_of,
-)
+from records.ledger import decisions_for, received_on, status_of
 from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestRow
 from records.pseudonym import Pseudonymizer
 from records.queue import claim_requests, release_claims
@@ -355,7 +350,7 @@ def test_a_decision_that_cannot_be_recorded_is_set_aside_and_the_others_are_reco
     assert [(a.request_id, a.reason, a.detail) for a in aside] == [
         (ids[1], "value_too_long", "decisions.ground_id holds at most 64 characters")]
 
-    monkeypatch.setattr(records.ledger, "overlong", lambda *_: [])  # the database must refuse
+    monkeypatch.setattr(records.decisions, "overlong", lambda *_: [])  # the database must refuse
     with Session(engine.ledger, expire_on_commit=False) as session, session.begin():
         recorded, aside = record_decisions_apart(session=session, table=table,
                                                  items=items()[2:])

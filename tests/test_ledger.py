@@ -32,6 +32,7 @@ from legal_bases.table import GroundTable, load_table
 from legal_bases.vocabulary import Body, Outcome
 from records import chain
 from records.chain import verify_chain
+from records.decisions import DecisionItem, compute_deadline, record_decision, record_decisions
 from records.errors import (
     LedgerError,
     ReferenceConflictError,
@@ -39,26 +40,21 @@ from records.errors import (
     SnapshotMissingError,
 )
 from records.ledger import (
-    DecisionItem,
     audit_events_for,
     body_hash,
-    compute_deadline,
     decisions_for,
     derived_state,
     get_request,
     latest_decision,
-    load_table_snapshot,
     received_on,
-    record_decision,
-    record_decisions,
     record_submission,
     requests_by_pseudonym,
     status_of,
-    store_table_snapshot,
     subjects_for,
 )
 from records.models import APPEND_ONLY_TABLES, DecisionRow, RequestRow, metadata
 from records.pseudonym import Pseudonymizer, subjects_digest
+from records.snapshots import load_table_snapshot, store_table_snapshot
 from records.vocabulary import RequestState
 
 KEY = bytes(range(32))

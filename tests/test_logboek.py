@@ -39,14 +39,9 @@ from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.table import GroundTable, load_table
 from legal_bases.vocabulary import Body, Category, SubjectIdType
 from records import logboek
+from records.decisions import DecisionItem, record_decisions
 from records.deliveries import DeliveryItem, record_deliveries
-from records.ledger import (
-    RECEIPT_TIMEZONE,
-    DecisionItem,
-    received_on,
-    record_decisions,
-    record_submission,
-)
+from records.ledger import RECEIPT_TIMEZONE, received_on, record_submission
 from records.logboek import logboek_records
 from records.models import DeliveryRow
 from records.pseudonym import Pseudonymizer

@@ -29,7 +29,8 @@ from records.db import (
     open_ledger,
     read_only,
 )
-from records.ledger import record_decision, record_submission
+from records.decisions import record_decision
+from records.ledger import record_submission
 from records.models import APPEND_ONLY_TABLES, LEDGER_TABLES, DeliveryRow, metadata
 from records.pseudonym import Pseudonymizer
 from records.reviews import (

@@ -59,7 +59,8 @@ from legal_bases.vocabulary import (
     ReviewTrigger,
 )
 from records.chain import verify_chain
-from records.ledger import DecisionItem, received_on, record_decisions, record_submission
+from records.decisions import DecisionItem, record_decisions
+from records.ledger import received_on, record_submission
 from records.models import LEDGER_TABLES
 from records.pseudonym import Pseudonymizer
 from records.replay import replay_period, replay_request

@@ -16,12 +16,7 @@ from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
 from legal_bases.request import DisclosureRequest, InvalidRequest
 from legal_bases.vocabulary import Body, Outcome, ReviewTrigger
-from records.ledger import (
-    DecisionItem,
-    SetAside,
-    record_decisions_apart,
-    record_set_aside,
-)
+from records.decisions import DecisionItem, SetAside, record_decisions_apart, record_set_aside
 from records.release import RELEASING
 from records.vocabulary import RequestState
 

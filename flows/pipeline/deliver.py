@@ -31,6 +31,7 @@ from legal_bases.request import DisclosureRequest
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger
 from records.db import read_only
+from records.decisions import DecisionItem, SetAside, record_decisions_apart, record_set_aside
 from records.deliveries import (
     DeliveryFailure,
     DeliveryItem,
@@ -40,16 +41,10 @@ from records.deliveries import (
     record_delivery_failures,
 )
 from records.errors import ReleaseRefusedError
-from records.ledger import (
-    ENGINE,
-    DecisionItem,
-    SetAside,
-    load_table_snapshot,
-    record_decisions_apart,
-    record_set_aside,
-)
+from records.ledger import ENGINE
 from records.models import DecisionRow, RequestRow, RequestStatus
 from records.release import RELEASING, Release, check_releases, document_refusal
+from records.snapshots import load_table_snapshot
 from records.vocabulary import RequestState
 
 

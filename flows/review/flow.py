@@ -44,14 +44,8 @@ from legal_bases.review import (
 )
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger, ReviewVerdict
-from records.ledger import (
-    ENGINE,
-    decisions_for,
-    get_request,
-    received_on,
-    record_decision,
-    status_of,
-)
+from records.decisions import record_decision
+from records.ledger import ENGINE, decisions_for, get_request, received_on, status_of
 from records.models import DecisionRow, RequestRow
 from records.reviews import (
     ReviewAnswerRow,
