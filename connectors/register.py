@@ -45,7 +45,7 @@ from connectors.errors import (
     RegisterUnavailableError,
 )
 from connectors.register_models import create_register_schema, persons_table
-from connectors.register_seed import generate_persons
+from connectors.synthetic_people import generate_persons
 from legal_bases.request import Subject
 from legal_bases.vocabulary import Category, SubjectIdType
 

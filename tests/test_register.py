@@ -40,11 +40,10 @@ from connectors.register_seed import (
     count_persons,
     find_shielded,
     find_with_category,
-    generate_persons,
-    is_valid_iban,
     sample_subjects,
     seed_register,
 )
+from connectors.synthetic_people import generate_persons, is_valid_iban
 from legal_bases.errors import DisclosureError
 from legal_bases.identifiers import is_valid_bsn, is_valid_onderwijsnummer
 from legal_bases.request import Subject
