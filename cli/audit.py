@@ -15,7 +15,7 @@ from flows.runtime import open_ledger
 from records.chain import record_rotation
 from records.chain_keys import new_key_entry
 from records.settings import load_settings
-from records.verification import PROBLEM_CODES, RecordCounts, RecordReport
+from records.verification_report import PROBLEM_CODES, RecordCounts, RecordReport
 
 
 def _anchor(text: str) -> tuple[int, str]:

@@ -33,11 +33,10 @@ one snapshot of the database for all passes.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Table, not_, select
@@ -49,13 +48,13 @@ from legal_bases.limits import (
     VERIFY_BATCH_SIZE,
     VERIFY_PROBLEMS_LISTED,
 )
-from legal_bases.table import canonical_json, sha256, table_from_snapshot
+from legal_bases.table import sha256, table_from_snapshot
 from legal_bases.vocabulary import Outcome
+from records import event_rows
 from records.api_keys import KEY_ISSUED, KEY_REVOKED, ApiKeyRevocation, ApiKeyRow, bound_hash
-from records.chain import LINK_PROBLEMS, ChainWalk, keys_of
+from records.chain import ChainWalk, keys_of
 from records.checkpoints import FoundCheckpoints, checkpoint_problem
 from records.db import read_only
-from records.ledger import body_hash
 from records.models import (
     AuditEvent,
     DecisionRow,
@@ -72,9 +71,9 @@ from records.reviews import (
     ReviewAnswerRow,
     ReviewerRemoval,
     ReviewerRow,
-    motivation_digest,
     sealed_secret_digest,
 )
+from records.verification_report import RecordCounts, RecordProblem, RecordReport
 from records.vocabulary import EventKind
 
 _EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
@@ -91,189 +90,9 @@ _KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _REVOCATIONS: Table = ApiKeyRevocation.__table__  # type: ignore[attr-defined]
 _ACTORS = frozenset({ENROLLED, REMOVED, KEY_ISSUED, KEY_REVOKED})
 
-REVIEW_ANSWER_RECORDED = "review_answer_recorded"
 _RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
 #: Outcomes that act on a request: release data or send it to a reviewer.
 _ACTING = (*_RELEASING, Outcome.NEEDS_REVIEW.value)
-
-#: What each problem code means; a report names the code, this says it in words.
-PROBLEM_CODES: Mapping[str, str] = {
-    # the chain
-    **LINK_PROBLEMS,
-    "unkeyed_events": "events from before the chain was keyed (a plain sha256) are in the chain "
-                      "(warning)",
-    "anchor_mismatch": "the event at the anchored sequence number no longer has the anchored "
-                       "hash (the chain was rewritten from there)",
-    "anchor_missing": "the chain no longer reaches the anchored event (its tail was cut off)",
-    "checkpoint_mismatch": "the event at a checkpoint's sequence number no longer has the "
-                           "checkpoint's hash (the chain was rewritten from there)",
-    "checkpoint_missing": "the chain no longer reaches a checkpoint's event (its tail was cut "
-                          "off)",
-    "checkpoint_forged": "a checkpoint's signature is not the chain key's seal of it",
-    "checkpoint_unverifiable": "a checkpoint is sealed with a key that is not in the key ring",
-    "checkpoint_unreadable": "a file in the checkpoint folder does not read as a checkpoint",
-    "no_checkpoint": "the checkpoint folder holds no checkpoint (warning)",
-    "checkpoint_stale": "the newest checkpoint is older than the nightly run would leave it "
-                        "(warning)",
-    # events that cannot stand for a row
-    "malformed_event": "an event lacks the id of the row it records",
-    "duplicate_event": "a second event claims to record the same row",
-    # table snapshots
-    "snapshot_altered": "a table snapshot's content does not hash to its hash",
-    "snapshot_missing": "a decision refers to a table snapshot the ledger does not hold",
-    "snapshot_without_event": "a table snapshot has no table_snapshot_stored event",
-    "event_without_snapshot": "a table_snapshot_stored event's snapshot is missing",
-    "snapshot_mismatch": "a table snapshot disagrees with its table_snapshot_stored event",
-    # requests and their subjects
-    "raw_body_altered": "a request's raw body does not hash to its recorded body_hash",
-    "request_without_event": "a request has no request_received or request_invalid event",
-    "event_without_request": "a request_received or request_invalid event's request is missing",
-    "request_mismatch": "a request row disagrees with its event",
-    "subjects_mismatch": "a request's subjects (pseudonyms) disagree with its event",
-    # decisions, deliveries, review answers
-    "decision_without_event": "a decision has no decision_recorded event",
-    "event_without_decision": "a decision_recorded event's decision is missing",
-    "decision_mismatch": "a decision row disagrees with its decision_recorded event",
-    "delivery_without_event": "a delivery has no delivery_recorded event",
-    "event_without_delivery": "a delivery_recorded event's delivery is missing",
-    "delivery_mismatch": "a delivery row disagrees with its delivery_recorded event",
-    "review_answer_without_event": "a review answer has no review_answer_recorded event",
-    "event_without_review_answer": "a review_answer_recorded event's answer is missing",
-    "review_answer_mismatch": "a review answer disagrees with its review_answer_recorded event",
-    # what was released, against what was decided and accepted
-    "release_for_invalid_request": "a decision releases data on (or sends to review) a "
-                                   "submission recorded as invalid: the intake refused it",
-    "delivery_for_invalid_request": "a delivery was made for a submission recorded as invalid",
-    "delivery_not_releasing": "a delivery carries out a decision that releases nothing",
-    "delivery_of_superseded_decision": "a delivery carries out a decision that a later decision "
-                                       "had replaced before the delivery was made",
-    "delivery_categories_differ": "a delivery's event records other categories than its "
-                                  "decision released",
-    # who may act: reviewers and API keys, against their events
-    "reviewer_without_event": "a reviewer row has no reviewer_enrolled event (or its secret is "
-                              "not the one enrolled): written outside the engine",
-    "removal_without_event": "a reviewer removal has no reviewer_removed event",
-    "event_without_removal": "a reviewer_removed event's removal row is missing (the reviewer "
-                             "would be able to decide again)",
-    "api_key_without_event": "an API key row has no api_key_issued event for its partner (and "
-                             "hash): written outside the engine",
-    "revocation_without_event": "an API key revocation has no api_key_revoked event",
-    "event_without_revocation": "an api_key_revoked event's revocation row is missing (the key "
-                                "would work again)",
-    # the projection (warnings)
-    "status_mismatch": "request_status disagrees with the state the chain derives (warning)",
-    "status_missing": "a request the chain knows has no request_status row (warning)",
-    "status_without_events": "a request_status row for a request without state events (warning)",
-}
-
-#: Fields whose values a problem may show (vocabulary, categories, numbers); any other field
-#: that disagrees is only named, so no reference, hash or free text ends up in a report.
-_SHOWN = frozenset({
-    "valid", "requester_body", "channel", "legal_basis", "purpose", "subject_count", "sequence",
-    "outcome", "released", "withheld", "reasons", "review_triggers", "ground_id",
-    "ground_version", "deadline", "status", "verdict", "categories", "accepted", "step",
-    "refusal_code", "role", "state", "validation_errors"})
-
-
-@dataclass(frozen=True, slots=True)
-class RecordProblem:
-    """One thing found wrong: a ``code`` (see :data:`PROBLEM_CODES`), the ``table`` it was found
-    in, the row's id or the event's ``seq``, and a plain-English ``detail``.
-
-    ``warning`` problems (the ``request_status`` projection) do not fail the verification.
-    """
-
-    code: str
-    table: str
-    detail: str
-    row_id: str | None = None
-    seq: int | None = None
-    warning: bool = False
-
-    @property
-    def where(self) -> str:
-        """Where it was found, e.g. ``decisions 3f2c…`` or ``audit_events seq 17``."""
-        parts = [self.table]
-        if self.row_id is not None:
-            parts.append(self.row_id)
-        if self.seq is not None:
-            parts.append(f"seq {self.seq}")
-        return " ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordCounts:
-    """How many rows of each table were checked."""
-
-    audit_events: int = 0
-    table_snapshots: int = 0
-    requests: int = 0
-    request_subjects: int = 0
-    decisions: int = 0
-    deliveries: int = 0
-    review_answers: int = 0
-    request_status: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordReport:
-    """The result of :func:`verify_record`.
-
-    ``ok`` is true when nothing but warnings was found. ``head_seq``/``head_hash`` are the last
-    event of the chain as stored (``head_hash`` is the genesis hash for an empty chain): write
-    them down outside the database, and pass them as ``expect_head`` next time. ``first_break``
-    is the first broken link of the chain, if any. ``anchor_ok`` says whether the chain still
-    holds ``expected_head`` unchanged (None when no anchor was given). ``problems`` lists the first
-    :data:`~legal_bases.limits.VERIFY_PROBLEMS_LISTED` problems found; ``breaks`` and
-    ``warnings`` count all of them.
-    """
-
-    ok: bool
-    counts: RecordCounts
-    head_seq: int | None
-    head_hash: str
-    first_break: RecordProblem | None
-    expected_head: tuple[int, str] | None
-    anchor_ok: bool | None
-    problems: tuple[RecordProblem, ...]
-    breaks: int
-    warnings: int
-    #: how many checkpoints from the checkpoint folder carried a valid seal and were checked
-    checkpoints: int = 0
-
-    @property
-    def chain_ok(self) -> bool:
-        """Whether the hash chain itself is unbroken (and reaches the anchor, if one was given)."""
-        return self.first_break is None
-
-    @property
-    def problems_left_out(self) -> int:
-        """How many problems were counted but not listed."""
-        return self.breaks + self.warnings - len(self.problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "chain_ok": self.chain_ok,
-            "head": {"seq": self.head_seq, "hash": self.head_hash},
-            "expected_head": (None if self.expected_head is None else
-                              {"seq": self.expected_head[0], "hash": self.expected_head[1]}),
-            "anchor_ok": self.anchor_ok,
-            "checkpoints": self.checkpoints,
-            "checked": self.counts.to_dict(),
-            "breaks": self.breaks,
-            "warnings": self.warnings,
-            "first_break": None if self.first_break is None else self.first_break.to_dict(),
-            "problems": [p.to_dict() for p in self.problems],
-            "problems_left_out": self.problems_left_out,
-        }
-
 
 def snapshot_reader(engine: Engine) -> Engine:
     """``engine`` set up to read one consistent snapshot per transaction, for a verification
@@ -300,179 +119,6 @@ def verify_record(*, session: Session, batch_size: int = VERIFY_BATCH_SIZE,
     verifier = _Verifier(session, batch_size, expect_head, problems_listed)
     verifier.checkpoints(checkpoints, now or datetime.now(UTC))
     return verifier.run()
-
-
-# --- what an event says about its row, and what the row says -----------------------------------
-#
-# For each kind of row the same tuple of values is built twice: from the row and from its event.
-# The events' side keeps only a fingerprint of its tuple (with the event's seq), so a ledger of
-# millions of rows is held against its events in little memory; where they differ, the event is
-# read again to name the fields.
-
-_EVENT_COLUMNS = ("seq", "id", "occurred_at", "kind", "request_id", "actor", "flow_run_id",
-                  "payload", "prev_hash", "hash", "key_id")
-
-_REQUEST_FIELDS = ("valid", "partner_id", "requester_body", "channel", "reference", "legal_basis",
-                   "body_hash", "correlation_id", "purpose", "reference_date", "due_date",
-                   "subject_count", "validation_errors", "received_at")
-_DECISION_FIELDS = ("request_id", "sequence", "supersedes", "outcome", "released", "withheld",
-                    "reasons", "review_triggers", "proposal", "ground_id", "ground_version",
-                    "table_hash", "decided_by", "deadline", "decided_at", "flow_run_id")
-_DELIVERY_FIELDS = ("request_id", "decision_id", "partner_id", "destination", "status",
-                    "receipt", "delivered_at", "flow_run_id")
-_ANSWER_FIELDS = ("request_id", "seq", "reviewer_id", "role", "verdict", "categories",
-                  "accepted", "step", "refusal_code", "motivation", "answered_at", "flow_run_id")
-
-_Values = tuple[Any, ...]
-
-
-def _body_digest(raw_body: str) -> str | None:
-    """The body hash as intake took it: :func:`records.ledger.body_hash`, or the hash of the text
-    for a body nested too deeply to parse (as :mod:`records.submissions` does); None if the text
-    cannot be hashed at all."""
-    try:
-        return body_hash(raw_body)
-    except RecursionError:
-        return sha256(raw_body)
-    except UnicodeError:
-        return None
-
-
-def _fingerprint(values: _Values) -> bytes:
-    """16 bytes that stand for a tuple of plain values (str, int, bool, None, nested tuples)."""
-    return hashlib.blake2b(repr(values).encode(), digest_size=16).digest()
-
-
-def _payload(event: Any) -> Mapping[str, Any]:
-    return event.payload if isinstance(event.payload, dict) else {}
-
-
-def _frozen(value: Any) -> Any:
-    """JSON data as a comparable value: lists become tuples, objects their canonical JSON."""
-    if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, dict):
-        return canonical_json(value)
-    return value
-
-
-def _day(value: date | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _moment(value: datetime | None) -> str | None:
-    # both sides come through UTCDateTime, aware and in UTC
-    return None if value is None else value.isoformat()
-
-
-def _codes(items: Any) -> _Values:
-    """The ``code`` of each reason or trigger as the decision row stores them."""
-    if not isinstance(items, list):
-        return ()
-    return tuple(i.get("code") if isinstance(i, dict) else i for i in items)
-
-
-def _error_summary(errors: Any) -> tuple[int, _Values]:
-    if not isinstance(errors, list):
-        return (0, ())
-    codes = {e.get("code") for e in errors if isinstance(e, dict)}
-    return (len(errors), tuple(sorted(codes, key=str)))
-
-
-def _request_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
-    p = payload.get
-    return (event.kind == EventKind.REQUEST_RECEIVED.value, p("partner_id"), p("requester_body"),
-            p("channel"), p("reference"), p("legal_basis"), p("body_hash"), p("correlation_id"),
-            p("purpose"), p("reference_date"), p("due_date"), p("subject_count"),
-            (p("error_count", 0), _frozen(p("error_codes", []))), _moment(event.occurred_at))
-
-
-def _request_from_row(row: Any) -> _Values:
-    return (bool(row.valid), row.partner_id, row.requester_body, row.channel, row.reference,
-            row.legal_basis, row.body_hash, row.correlation_id, row.purpose,
-            _day(row.reference_date), _day(row.due_date), row.subject_count,
-            _error_summary(row.validation_errors), _moment(row.received_at))
-
-
-def _decision_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
-    p = payload.get
-    return (event.request_id, p("sequence"), p("supersedes"), p("outcome"),
-            _frozen(p("released")), _frozen(p("withheld")), _frozen(p("reason_codes")),
-            _frozen(p("review_triggers")), _frozen(p("proposal")), p("ground_id"),
-            p("ground_version"), p("table_hash"), p("decided_by"), p("deadline"),
-            _moment(event.occurred_at), event.flow_run_id)
-
-
-def _decision_from_row(row: Any) -> _Values:
-    return (row.request_id, row.sequence, row.supersedes, row.outcome, _frozen(row.released),
-            _frozen(row.withheld), _codes(row.reasons), _codes(row.review_triggers),
-            _frozen(row.proposal), row.ground_id, row.ground_version, row.table_hash,
-            row.decided_by, _day(row.deadline), _moment(row.decided_at), row.flow_run_id)
-
-
-def _delivery_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
-    p = payload.get
-    return (event.request_id, p("decision_id"), event.actor, p("destination"), p("status"),
-            p("receipt_sha256"), _moment(event.occurred_at), event.flow_run_id)
-
-
-def _delivery_from_row(row: Any) -> _Values:
-    receipt = row.receipt.get("sha256") if isinstance(row.receipt, dict) else None
-    return (row.request_id, row.decision_id, row.partner_id, row.destination, row.status,
-            receipt, _moment(row.delivered_at), row.flow_run_id)
-
-
-def _answer_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
-    p = payload.get
-    return (event.request_id, p("seq"), p("reviewer_id"), p("role"), p("verdict"),
-            _frozen(p("categories")), p("accepted"), p("step"), p("refusal_code"),
-            p("motivation_sha256"), _moment(event.occurred_at), event.flow_run_id)
-
-
-def _answer_from_row(row: Any) -> _Values:
-    return (row.request_id, row.seq, row.reviewer_id, row.role, row.verdict,
-            _frozen(row.categories), bool(row.accepted), row.step, row.refusal_code,
-            motivation_digest(row.motivation), _moment(row.answered_at), row.flow_run_id)
-
-
-@dataclass(frozen=True, slots=True)
-class _RowKind:
-    """A kind of row held against its event: names, fields, and both builders of its values."""
-
-    name: str  # "decision"
-    table: str  # "decisions"
-    event_kind: str  # what records it, in words
-    fields: tuple[str, ...]
-    from_event: Callable[[Any, Mapping[str, Any]], _Values]
-    from_row: Callable[[Any], _Values]
-
-
-_REQUEST = _RowKind("request", "requests", "request_received or request_invalid",
-                    _REQUEST_FIELDS, _request_from_event, _request_from_row)
-_DECISION = _RowKind("decision", "decisions", EventKind.DECISION_RECORDED.value,
-                     _DECISION_FIELDS, _decision_from_event, _decision_from_row)
-_DELIVERY = _RowKind("delivery", "deliveries", EventKind.DELIVERY_RECORDED.value,
-                     _DELIVERY_FIELDS, _delivery_from_event, _delivery_from_row)
-_ANSWER = _RowKind("review_answer", "review_answers", REVIEW_ANSWER_RECORDED, _ANSWER_FIELDS,
-                   _answer_from_event, _answer_from_row)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return str(value)
-
-
-def _differences(names: Sequence[str], row: _Values, event: _Values) -> str:
-    """The fields on which a row and its event disagree, with values where they may be shown."""
-    parts = []
-    for name, ours, theirs in zip(names, row, event, strict=True):
-        if ours != theirs:
-            parts.append(f"{name} (row {_show(ours)}, event {_show(theirs)})" if name in _SHOWN
-                         else name)
-    return ", ".join(parts) or "its fingerprint"
 
 
 @dataclass
@@ -621,7 +267,7 @@ class _Verifier:
         """Walk the events in order: check each link, remember what each says about its row."""
         walk = ChainWalk(keys_of(self.session))
         head_seq: int | None = None
-        for row in self._stream(_EVENTS, _EVENT_COLUMNS, ("seq",)):
+        for row in self._stream(_EVENTS, event_rows.EVENT_COLUMNS, ("seq",)):
             seq = int(row.seq)
             problem = walk.step(row)
             if problem is not None:
@@ -653,7 +299,7 @@ class _Verifier:
 
     def _remember(self, event: Any) -> None:
         """Note what an event says about the row it records and the state it leaves."""
-        payload = _payload(event)
+        payload = event_rows.payload(event)
         kind, seq, request_id = event.kind, int(event.seq), event.request_id
         state = payload.get("state")
         if request_id is not None and isinstance(state, str):
@@ -664,22 +310,24 @@ class _Verifier:
             if key is not None:
                 received = kind == EventKind.REQUEST_RECEIVED.value
                 expected.requests[key] = (
-                    seq, _fingerprint(_request_from_event(event, payload)),
+                    seq, event_rows.fingerprint(event_rows.request_from_event(event, payload)),
                     payload.get("subject_count") if received else 0,
                     payload.get("subjects_digest") if received else None)
         elif kind == EventKind.DECISION_RECORDED.value:
             key = self._key(payload.get("decision_id"), "decision_id", event, expected.decisions)
             if key is not None:
-                expected.decisions[key] = (seq, _fingerprint(_decision_from_event(event, payload)))
+                expected.decisions[key] = (seq, event_rows.fingerprint(
+                    event_rows.decision_from_event(event, payload)))
         elif kind == EventKind.DELIVERY_RECORDED.value:
             key = self._key(payload.get("delivery_id"), "delivery_id", event,
                             expected.deliveries)
             if key is not None:
-                expected.deliveries[key] = (seq, _fingerprint(_delivery_from_event(event, payload)))
+                expected.deliveries[key] = (seq, event_rows.fingerprint(
+                    event_rows.delivery_from_event(event, payload)))
                 released = payload.get("released")
                 if isinstance(released, list):
                     expected.delivered[key] = self._categories(released)
-        elif kind == REVIEW_ANSWER_RECORDED:
+        elif kind == event_rows.REVIEW_ANSWER_RECORDED:
             answer = payload.get("seq")
             if request_id is not None and isinstance(answer, int):
                 key = self._key(_answer_key(request_id, answer), "request and answer seq", event,
@@ -687,14 +335,15 @@ class _Verifier:
             else:
                 key = self._key(None, "request and answer seq", event, expected.answers)
             if key is not None:
-                expected.answers[key] = (seq, _fingerprint(_answer_from_event(event, payload)))
+                expected.answers[key] = (seq, event_rows.fingerprint(
+                    event_rows.answer_from_event(event, payload)))
         elif kind in _ACTORS:
             self._actor(kind, payload)
         elif kind == EventKind.TABLE_SNAPSHOT_STORED.value:
             key = self._key(payload.get("table_hash"), "table_hash", event, expected.snapshots)
             if key is not None:
-                expected.snapshots[key] = (seq, _frozen(payload.get("grounds")),
-                                           _frozen(payload.get("ground_versions")))
+                expected.snapshots[key] = (seq, event_rows.frozen(payload.get("grounds")),
+                                           event_rows.frozen(payload.get("ground_versions")))
 
     def _actor(self, kind: str, payload: Mapping[str, Any]) -> None:
         expected = self.expected
@@ -759,7 +408,7 @@ class _Verifier:
 
     def _event(self, seq: int) -> Any:
         """One event, read again (only to explain a problem that will be listed)."""
-        columns = [_EVENTS.c[c] for c in _EVENT_COLUMNS]
+        columns = [_EVENTS.c[c] for c in event_rows.EVENT_COLUMNS]
         return self.session.execute(select(*columns).where(_EVENTS.c.seq == seq)).one()
 
     # -- the rows
@@ -833,7 +482,7 @@ class _Verifier:
                    "raw_body", "body_hash", "valid", "validation_errors", "legal_basis",
                    "purpose", "reference_date", "due_date", "subject_count", "correlation_id")
         for row in self._stream(_REQUESTS, columns, ("id",)):
-            if _body_digest(row.raw_body) != row.body_hash:
+            if event_rows.body_digest(row.raw_body) != row.body_hash:
                 self._found("raw_body_altered", "requests", "the raw body as stored does not "
                             "hash to the request's body_hash", row_id=row.id)
             entry = expected.pop(row.id, None)
@@ -841,8 +490,8 @@ class _Verifier:
                 self._found("subjects_mismatch", "request_subjects", "no subject rows; the "
                             f"request's event (seq {entry[0]}) records {entry[2]}",
                             row_id=row.id)
-            self._compare(_REQUEST, row.id, row, None if entry is None else entry[:2])
-        self._orphans(_REQUEST, expected)
+            self._compare(event_rows.REQUEST, row.id, row, None if entry is None else entry[:2])
+        self._orphans(event_rows.REQUEST, expected)
 
     def _decisions(self, snapshots: set[str]) -> None:
         expected = self.expected.decisions
@@ -853,16 +502,16 @@ class _Verifier:
             if row.table_hash not in snapshots:
                 self._found("snapshot_missing", "decisions", f"the decision was read from table "
                             f"{row.table_hash}, whose snapshot is missing", row_id=row.id)
-            self._compare(_DECISION, row.id, row, expected.pop(row.id, None))
-        self._orphans(_DECISION, expected)
+            self._compare(event_rows.DECISION, row.id, row, expected.pop(row.id, None))
+        self._orphans(event_rows.DECISION, expected)
 
     def _deliveries(self) -> None:
         expected = self.expected.deliveries
         columns = ("id", "request_id", "decision_id", "partner_id", "destination", "status",
                    "receipt", "delivered_at", "flow_run_id")
         for row in self._stream(_DELIVERIES, columns, ("id",)):
-            self._compare(_DELIVERY, row.id, row, expected.pop(row.id, None))
-        self._orphans(_DELIVERY, expected)
+            self._compare(event_rows.DELIVERY, row.id, row, expected.pop(row.id, None))
+        self._orphans(event_rows.DELIVERY, expected)
 
     def _releases(self) -> None:
         """What left against what was decided and accepted: nothing for a refused submission,
@@ -913,10 +562,10 @@ class _Verifier:
                    "flow_run_id")
         for row in self._stream(_ANSWERS, columns, ("request_id", "seq")):
             key = _answer_key(row.request_id, row.seq)
-            self._compare(_ANSWER, key, row, expected.pop(key, None))
-        self._orphans(_ANSWER, expected)
+            self._compare(event_rows.ANSWER, key, row, expected.pop(key, None))
+        self._orphans(event_rows.ANSWER, expected)
 
-    def _compare(self, kind: _RowKind, row_id: str, row: Any,
+    def _compare(self, kind: event_rows.RowKind, row_id: str, row: Any,
                  event: tuple[int, bytes] | None) -> None:
         name = kind.name.replace("_", " ")
         if event is None:
@@ -925,14 +574,15 @@ class _Verifier:
             return
         seq, fingerprint = event
         values = kind.from_row(row)
-        if _fingerprint(values) != fingerprint:
+        if event_rows.fingerprint(values) != fingerprint:
             def detail() -> str:
                 event = self._event(seq)
-                recorded = kind.from_event(event, _payload(event))
-                return f"disagrees with its event on {_differences(kind.fields, values, recorded)}"
+                recorded = kind.from_event(event, event_rows.payload(event))
+                found = event_rows.differences(kind.fields, values, recorded)
+                return f"disagrees with its event on {found}"
             self._found(f"{kind.name}_mismatch", kind.table, detail, row_id=row_id, seq=seq)
 
-    def _orphans(self, kind: _RowKind, expected: Mapping[str, tuple[Any, ...]]) -> None:
+    def _orphans(self, kind: event_rows.RowKind, expected: Mapping[str, tuple[Any, ...]]) -> None:
         name = kind.name.replace("_", " ")
         for row_id, entry in expected.items():
             self._found(f"event_without_{kind.name}", "audit_events", f"the {name} {row_id} "

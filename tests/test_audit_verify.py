@@ -67,7 +67,8 @@ from records.pseudonym import Pseudonymizer
 from records.reviews import ReviewAnswerRow
 from records.settings import load_settings
 from records.synthetic_history import History, write_history
-from records.verification import PROBLEM_CODES, RecordReport, verify_record
+from records.verification import verify_record
+from records.verification_report import PROBLEM_CODES, RecordReport
 
 EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]

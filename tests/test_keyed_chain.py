@@ -42,7 +42,8 @@ from records.db import make_engine, migrate, open_ledger
 from records.errors import ChainKeyError
 from records.models import AuditEvent
 from records.settings import load_settings
-from records.verification import PROBLEM_CODES, RecordReport, verify_record
+from records.verification import verify_record
+from records.verification_report import PROBLEM_CODES, RecordReport
 
 EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

@@ -148,7 +148,7 @@ def test_no_module_is_a_maze() -> None:
     """About 500 lines at most: a longer module is more than one idea (the listed ones are one
     idea each, said why)."""
     one_idea = {
-        # the whole check of the record, one check per kind of row, in one reading
+        # one verification run: a pass over the events, then one pass per table, in one reading
         "records.verification",
     }
     long = {name: len(path.read_text("utf-8").splitlines())

@@ -30,7 +30,8 @@ from legal_bases.errors import DisclosureError
 from records.chain import keys_of
 from records.checkpoints import Checkpoint, read_checkpoints, seal_checkpoint, write_checkpoint
 from records.settings import Settings, load_settings
-from records.verification import RecordReport, snapshot_reader, verify_record
+from records.verification import snapshot_reader, verify_record
+from records.verification_report import RecordReport
 
 VERIFIED = "disclosure.record.verified"
 BROKEN = "disclosure.record.broken"
