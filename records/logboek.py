@@ -34,6 +34,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from importlib import metadata
 from typing import Any
 
 from sqlalchemy import Table, select
@@ -69,6 +70,18 @@ SUBJECT_ID_TYPES = {SubjectIdType.BSN.value: "BSN",
                     SubjectIdType.ONDERWIJSNUMMER.value: "onderwijsnummer"}
 CONFIDENTIAL = "Vertrouwelijk"
 NORMAL = "Normaal"
+#: ``resource.attributes`` of every line: which application wrote it (OpenTelemetry names).
+SERVICE_NAME = "duo-disclosure-engine"
+_PACKAGE = "disclosure-engine"
+
+
+def service_resource() -> dict[str, str]:
+    """The application that made the records: its name and installed version."""
+    try:
+        version = metadata.version(_PACKAGE)
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"service.name": SERVICE_NAME, "service.version": version}
 
 
 def trace_id_for(request_id: str, correlation_id: str | None) -> str:
@@ -108,9 +121,9 @@ def logboek_records(*, session: Session, start: date, end: date, table: GroundTa
 
     ``table`` (the grounds in force now) and ``accountability`` decide the processing activity
     and the confidentiality; ``resource`` becomes ``resource.attributes`` (service name and
-    version). Every ground delivered under in the period must have an accountability entry:
-    checked before the first record, so an export never stops half-way for it. Streams: the
-    deliveries come from the ledger :data:`LOGBOEK_FETCH_ROWS` at a time.
+    version: :func:`service_resource`). Every ground delivered under in the period must have an
+    accountability entry: checked before the first record, so an export never stops half-way
+    for it. Streams: the deliveries come from the ledger :data:`LOGBOEK_FETCH_ROWS` at a time.
     """
     lo, hi = local_days(start, end)
     in_period = (_DELIVERIES.c.delivered_at >= lo) & (_DELIVERIES.c.delivered_at < hi)

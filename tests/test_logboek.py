@@ -26,8 +26,8 @@ from conftest import TEST_CHAIN_KEY_RING, ledger_on
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from cli.logboek import write_lines
 from cli.main import main
-from flows.audit.logboek import service_resource, write_lines
 from legal_bases.accountability import (
     DEFAULT_ACCOUNTABILITY_FILE,
     Accountability,
@@ -42,7 +42,7 @@ from records import logboek
 from records.decisions import DecisionItem, record_decisions
 from records.deliveries import DeliveryItem, record_deliveries
 from records.ledger import RECEIPT_TIMEZONE, received_on, record_submission
-from records.logboek import logboek_records
+from records.logboek import logboek_records, service_resource
 from records.models import DeliveryRow
 from records.pseudonym import Pseudonymizer
 from records.synthetic_history import History, write_history

@@ -36,7 +36,8 @@ from sqlmodel import Session, col
 import flows.pipeline.dispatcher
 import flows.pipeline.review_runs
 from cli.main import main
-from flows.audit.timeline import render_text, timeline_of
+from flows.audit.request_timeline import timeline_of
+from flows.audit.timeline_render import render_text
 from legal_bases.request import read_request
 from legal_bases.table import GroundTable
 from records.ledger import record_submission
