@@ -10,13 +10,17 @@ Routes (the OpenAPI document at ``/openapi.json``, readable at ``/docs``, says t
 * ``GET /v1/requests/{id}`` — state, decision (outcome, released and withheld categories, reasons
   with citations), deadline, delivery. Another partner's request is ``404``, as an unknown one.
 * ``GET /v1/requests?state=&since=&limit=&cursor=`` — the partner's own requests, oldest first.
-* ``GET /healthz`` — whether the ledger answers (no credentials needed).
+* ``GET /v1/healthz`` (also ``/healthz``) — whether the ledger answers (no credentials needed).
+* ``GET /v1/openapi.json`` (also ``/openapi.json``) — the OpenAPI document, open to any origin.
+* ``GET /v1/problems/{kind}`` — the page of a kind of problem (each problem's ``type``).
 
-Every answer carries ``X-Correlation-ID`` and ``traceparent`` (:mod:`connectors.correlation`);
-the same id is in the ledger row and in the log line of the call. Errors are RFC 9457 problem
-details with a machine-readable ``code`` and, for bad input, one entry per field. Every ``/v1``
-route checks credentials before anything else: without valid ones the answer is ``401``, never a
-word about the parameters or the body.
+The API follows the NL API Design Rules (``docs/api-design-rules.md``: rule by rule, how it
+complies or why not). Every answer carries ``API-Version``, ``X-Correlation-ID`` and
+``traceparent`` (:mod:`connectors.correlation`); the same id is in the ledger row and in the log
+line of the call. Errors are RFC 9457 problem details whose ``type`` names the kind of problem
+(:mod:`connectors.intake_problem_types`) and, for bad input, carry one entry per field. Every
+``/v1`` route of a partner checks credentials before anything else: without valid ones the
+answer is ``401``, never a word about the parameters or the body.
 
 What the ledger records (nothing an identified partner sent within its rate disappears):
 
@@ -25,13 +29,14 @@ answer                      on the ledger
 ==========================  =========================================================
 202 accepted                the request, state ``received``
 200 repeat                  nothing new (the first request answers)
-409 reference conflict      the submission, invalid (``reference_conflict``)
+409 reference conflict      the submission, invalid (``reference-conflict``)
 422 invalid body            the submission as received, invalid, one error per field
                             (a key named twice in one object: ``duplicate_key``)
-400 not JSON / not UTF-8    the body after a one-line marker, invalid (``bad_json``)
+400 not JSON / not UTF-8    the body after a one-line marker, invalid (``bad-json``)
 415 not application/json    the body after a one-line marker, invalid
-403 another body's ground   the submission, invalid (``requester_not_entitled``)
+403 another body's ground   the submission, invalid (``requester-not-entitled``)
 413 too large               a marker row: the size only; the body is not read
+400 invalid parameters      nothing (a listing or a lookup, not a submission)
 401, 429, 503               nothing (no partner known / refused before reading / the ledger
                             is down: the partner sends it again)
 ==========================  =========================================================
@@ -66,12 +71,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 import anyio
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -99,10 +105,13 @@ from connectors.intake_openapi import (
     openapi_document,
     problem_responses,
 )
+from connectors.intake_problem_types import PROBLEM_TYPES, PROBLEMS_PATH, problem_page
 from connectors.intake_problems import (
     TITLES,
     ApiError,
     correlation_of,
+    origin_of,
+    problem,
     problem_of,
     unauthenticated,
 )
@@ -128,7 +137,8 @@ from records.vocabulary import RequestState
 #: The app and its routes, and the names importers take from here (the config, the limit and
 #: the body reader of :mod:`connectors.intake_service` and :mod:`connectors.intake_body`).
 __all__ = ["MAX_JSON_DEPTH", "SUBMIT_PATH", "ApiConfig", "create_app", "get_request", "health",
-           "list_requests", "read_body", "router", "submit_request"]
+           "list_requests", "openapi_json", "problem_type_page", "read_body", "router",
+           "submit_request"]
 
 
 def _log() -> Any:
@@ -151,8 +161,9 @@ def create_app(*, engine: Engine, partners: PartnerSource | PartnerDirectory,
         raise ValueError("the intake API needs a ledger file or PostgreSQL, not an in-memory "
                          "SQLite database")
     source = partners if isinstance(partners, PartnerSource) else PartnerSource.fixed(partners)
+    config = config or ApiConfig()
     service = IntakeService(engine=engine, partners=source, pseudonymizer=pseudonymizer,
-                            table=table, nudge=nudge, config=config or ApiConfig())
+                            table=table, nudge=nudge, config=config)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -170,16 +181,19 @@ def create_app(*, engine: Engine, partners: PartnerSource | PartnerDirectory,
             service.stop()
             _log().info("intake_api_stopped", batches=service.writer.batches)
 
+    # redirect_slashes off: a path with a trailing slash is 404, never a redirect (NL API
+    # Design Rules /core/no-trailing-slash)
     app = FastAPI(title="DUO disclosure engine — intake API", version=API_VERSION,
                   description=DESCRIPTION, lifespan=lifespan, openapi_url="/openapi.json",
-                  docs_url="/docs", redoc_url="/redoc")
+                  docs_url="/docs", redoc_url="/redoc", redirect_slashes=False)
     app.state.intake = service
     app.add_middleware(CallMiddleware, fast=_submit_directly, fast_path=SUBMIT_PATH)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.include_router(router)
-    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(  # type: ignore[method-assign]
+        app, contact=config.contact, public_url=config.public_url)
     return app
 
 
@@ -188,10 +202,13 @@ async def _api_error(request: Request, exc: ApiError) -> Response:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    """Invalid query or path parameters: ``400`` (NL API Design Rules
+    ``/core/error-handling/invalid-input``), one entry per parameter. (The body of a submission
+    is read by :func:`submit_request`, never by FastAPI.)"""
     errors = tuple(FieldError(_field_path(e.get("loc", ())), str(e.get("type", "invalid")),
                               str(e.get("msg", "is not valid"))) for e in exc.errors())
     return problem_of(request, ApiError(
-        422, "invalid_request", f"{len(errors)} invalid parameter(s)", errors=errors))
+        400, "invalid_parameters", f"{len(errors)} invalid parameter(s)", errors=errors))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -251,17 +268,23 @@ Caller = Annotated[Identity, Depends(_identified)]
 
 router = APIRouter()
 SUBMIT_PATH = "/v1/requests"
+_LOCATION = {"Location": {"description": "The status URL", "required": True,
+                          "schema": {"type": "string"}}}
+#: The problems of a partner's call that reads (credentials, rate, ledger).
+_READING = ("missing-credentials", "invalid-credentials", "rate-limited", "ledger-unavailable")
 
 
 @router.post(
     SUBMIT_PATH, status_code=202, tags=["requests"], operation_id="submitRequest",
     summary="Submit a disclosure request", response_model=Accepted,
     responses={200: {"model": Accepted, "description": "A repeat of an accepted request (same "
-                     "reference, same body): the first request's id"},
+                     "reference, same body): the first request's id", "headers": _LOCATION},
                202: {"model": Accepted, "description": "Accepted: on the ledger, state "
-                     "received", "headers": {"Location": {
-                         "description": "the status URL", "schema": {"type": "string"}}}},
-               **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503)},
+                     "received", "headers": _LOCATION},
+               **problem_responses("bad-json", "client-disconnected", "missing-credentials",
+                                   "invalid-credentials", "requester-not-entitled",
+                                   "reference-conflict", "too-large", "unsupported-media-type",
+                                   "invalid-request", "rate-limited", "ledger-unavailable")},
     openapi_extra={"security": SECURITY, "requestBody": {
         "required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/DisclosureRequest"},
@@ -325,14 +348,17 @@ async def submit_request(request: Request) -> Response:
 
 @router.get("/v1/requests/{request_id}", tags=["requests"], operation_id="getRequest",
             summary="Where a request stands", response_model=RequestOut,
-            responses=problem_responses(401, 404, 429, 503), openapi_extra={"security": SECURITY})
-def get_request(request: Request, identity: Caller, request_id: str) -> dict[str, Any]:
+            responses=problem_responses("invalid-parameters", "not-found", *_READING),
+            openapi_extra={"security": SECURITY})
+def get_request(request: Request, identity: Caller, request_id: Annotated[UUID, Path(
+        description="The `id` of the answer to your submission")]) -> dict[str, Any]:
     """State, decision (with the articles it rests on), deadline and delivery of one of your
-    requests. Another partner's request id answers `404`, as an unknown id does."""
+    requests. Another partner's request id answers `404`, as an unknown id does; an id that is
+    not a UUID is `400`."""
     service = _service(request)
     try:
         with Session(service.reads) as session:
-            found = find_request(session, request_id)
+            found = find_request(session, str(request_id))
             if found is None or found[0].partner_id != identity.partner.id:
                 raise ApiError(404, "not_found", "you have no request with this id")
             row, state = found
@@ -344,7 +370,8 @@ def get_request(request: Request, identity: Caller, request_id: str) -> dict[str
 
 @router.get("/v1/requests", tags=["requests"], operation_id="listRequests",
             summary="Your requests, oldest first, a page at a time", response_model=RequestPage,
-            responses=problem_responses(401, 422, 429, 503), openapi_extra={"security": SECURITY})
+            responses=problem_responses("invalid-parameters", *_READING),
+            openapi_extra={"security": SECURITY})
 def list_requests(
         request: Request,
         identity: Caller,
@@ -380,9 +407,9 @@ def list_requests(
     return {"items": items, "next": next_url}
 
 
-@router.get("/healthz", tags=["service"], operation_id="health", summary="Is the API up?",
-            response_model=Health,
-            responses={503: {"model": Health, "description": "The ledger is down"}})
+@router.get("/v1/healthz", tags=["service"], operation_id="health", summary="Is the API up?",
+            response_model=Health, responses=problem_responses("ledger-unavailable"))
+@router.get("/healthz", include_in_schema=False)
 def health(request: Request) -> Any:
     """Whether the ledger answers; for load balancers and monitoring (no credentials)."""
     service = _service(request)
@@ -390,9 +417,32 @@ def health(request: Request) -> Any:
         with service.reads.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
     except SQLAlchemyError:
-        return JSONResponse({"status": "unavailable", "ledger": "unavailable",
-                             "waiting": service.writer.waiting}, status_code=503)
+        request.state.code = "ledger_unavailable"
+        return problem(503, "ledger_unavailable", f"the ledger does not answer; "
+                       f"{service.writer.waiting} submission(s) wait for it",
+                       origin=origin_of(request.scope),
+                       headers={"Retry-After": str(service.config.retry_after)})
     return {"status": "ok", "ledger": "ok", "waiting": service.writer.waiting}
+
+
+@router.get("/v1/openapi.json", tags=["service"], operation_id="getOpenApiDocument",
+            summary="This document", response_model=None, responses={200: {
+                "description": "The OpenAPI document of the API (also at `/openapi.json`)",
+                "content": {"application/json": {"schema": {"type": "object"}}}}})
+def openapi_json(request: Request) -> JSONResponse:
+    """The OpenAPI document, for tools and any origin (no credentials)."""
+    return JSONResponse(request.app.openapi())
+
+
+@router.get(f"{PROBLEMS_PATH}/{{kind}}", include_in_schema=False)
+def problem_type_page(request: Request, kind: str) -> Response:
+    """The page a problem's ``type`` resolves to: what the kind means and what to do."""
+    found = PROBLEM_TYPES.get(kind)
+    if found is None:
+        raise ApiError(404, "not_found", "there is no problem type of this name")
+    return HTMLResponse(problem_page(
+        found, type_uri=f"{origin_of(request.scope)}{PROBLEMS_PATH}/{kind}",
+        api_version=API_VERSION))
 
 
 def _conflict_errors(recorded: Recorded) -> tuple[FieldError, ...]:

@@ -1,8 +1,12 @@
-"""The intake API's one middleware: every call's correlation id, its log line, the last-resort 500.
+"""The intake API's one middleware: every call's headers and correlation id, its log line, the
+last-resort 500.
 
-Every answer carries ``X-Correlation-ID`` and ``traceparent`` (:mod:`connectors.correlation`);
-the same id is in the log context of the call, in its one ``api_call`` log line and in the
-ledger row it writes.
+Every answer, of every status, carries ``API-Version`` (the full version of the API, NL API
+Design Rules ``/core/version-header``), ``X-Correlation-ID`` and ``traceparent``
+(:mod:`connectors.correlation`) and the security headers of ``/core/transport/security-headers``;
+the OpenAPI document may be read from any origin (``/core/publish-openapi``). The correlation id
+is in the log context of the call, in its one ``api_call`` log line and in the ledger row it
+writes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.correlation import correlate
-from connectors.intake_problems import problem
+from connectors.intake_openapi import API_VERSION, DOCUMENT_PATHS
+from connectors.intake_problems import origin_of, problem
+
+#: Headers on every answer: the API's version and the security headers every API answer should
+#: carry (NL API Design Rules /core/transport/security-headers; Strict-Transport-Security is the
+#: TLS terminator's, see docs/api-design-rules.md).
+_EVERY_ANSWER = ((b"api-version", API_VERSION.encode("ascii")),
+                 (b"cache-control", b"no-store"),
+                 (b"x-content-type-options", b"nosniff"),
+                 (b"x-frame-options", b"DENY"),
+                 (b"content-security-policy", b"frame-ancestors 'none'"))
+#: What the answer of the OpenAPI document adds: any origin may read it.
+_OPEN_TO_ALL = ((b"access-control-allow-origin", b"*"),)
 
 
 def _log() -> Any:
@@ -26,7 +42,8 @@ def _log() -> Any:
 class CallMiddleware:
     """Gives every call its correlation id (header, log context) and one log line.
 
-    Every answer, errors included, carries ``X-Correlation-ID`` and ``traceparent``. An
+    Every answer, errors included, carries ``API-Version``, ``X-Correlation-ID``,
+    ``traceparent`` and the security headers (those the answer did not set itself). An
     exception that escapes the app (a bug: nothing a client sends should get here) becomes a
     ``500`` problem with the correlation id, and is logged with its traceback.
 
@@ -51,14 +68,18 @@ class CallMiddleware:
         state = scope.setdefault("state", {})
         state["correlation"] = correlation
         extra = [(b"x-correlation-id", correlation.correlation_id.encode("latin-1")),
-                 (b"traceparent", correlation.traceparent.encode("latin-1"))]
+                 (b"traceparent", correlation.traceparent.encode("latin-1")), *_EVERY_ANSWER]
+        if scope.get("path") in DOCUMENT_PATHS:
+            extra.extend(_OPEN_TO_ALL)
         started = time.perf_counter()
         status: list[int] = []
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = list(message.get("headers", ()))
+                own = {name.lower() for name, _ in headers}
+                message["headers"] = [*headers, *(h for h in extra if h[0] not in own)]
             await send(message)
 
         with structlog.contextvars.bound_contextvars(correlation_id=correlation.correlation_id):
@@ -72,8 +93,7 @@ class CallMiddleware:
                 _log().exception("api_unhandled_error", path=scope.get("path"))
                 if not status:
                     response = problem(500, "internal_error", "the API failed; this is our "
-                                       "error, not yours",
-                                       correlation_id=correlation.correlation_id)
+                                       "error, not yours", origin=origin_of(scope))
                     await response(scope, receive, send_with_headers)
             finally:
                 code = status[0] if status else 0

@@ -9,9 +9,9 @@ answers are pydantic models, so the document and the answers cannot drift apart.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from legal_bases import limits
 from legal_bases.vocabulary import AuthorisationKind, Category, Purpose, slugs
@@ -115,6 +115,10 @@ REQUEST_SCHEMA: dict[str, Any] = {
 
 # -- answers --------------------------------------------------------------------------------------
 
+#: A date or null, described with its format at the top (NL API Design Rules /core/date-time).
+OptionalDate = Annotated[date | None, WithJsonSchema({"type": ["string", "null"],
+                                                      "format": "date"})]
+
 class FieldProblem(BaseModel):
     """One problem with one field of a submission."""
 
@@ -127,29 +131,52 @@ class FieldProblem(BaseModel):
 
 
 class Problem(BaseModel):
-    """An error answer (RFC 9457 problem details, `application/problem+json`)."""
+    """An error answer: RFC 9457 problem details (`application/problem+json`), the core members
+    only. `type` names the kind of problem and resolves to its page; the partner's guide lists
+    every kind. The call's correlation id is in the `X-Correlation-ID` header."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "type": "about:blank", "title": "Unprocessable Content", "status": 422,
-        "code": "invalid_request", "detail": "the request has 1 invalid field(s); it was "
-                                             "recorded as received and rejected",
+        "type": "https://intake.duo.example/v1/problems/rate-limited",
+        "title": "Too many requests", "status": 429,
+        "detail": f"more than {limits.API_RATE_PER_SECOND} requests per second (burst "
+                  f"{limits.API_RATE_BURST}); retry after 1 s"}]})
+
+    type: str = Field(description="The kind of problem: `<origin>/v1/problems/<kind>`, a page "
+                                  "saying what it means and what to do; stable per kind.")
+    title: str = Field(description="The kind's title (the same for every problem of a kind).")
+    status: int = Field(description="The HTTP status of the answer.")
+    detail: str = Field(description="What went wrong this time.")
+    instance: str | None = Field(default=None, description="Where this occurrence can be "
+                                 "followed, if anywhere.")
+
+
+class InvalidInputProblem(BaseModel):
+    """A problem with what was sent (the body or the parameters): the core members, one entry
+    per field (`errors`) and, when the submission was recorded as received and rejected, its
+    ledger id (`request_id`, and its status URL as `instance`)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "type": "https://intake.duo.example/v1/problems/invalid-request",
+        "title": "The request breaks the request format", "status": 422,
+        "detail": "the request has 1 invalid field(s); it was recorded as received and rejected",
+        "instance": "https://intake.duo.example/v1/requests/3b0d2c9e-8f7a-4d61-9c3e-2f1a0b9c8d7e",
         "errors": [{"path": "subjects.0.bsn", "code": "invalid_bsn",
                     "message": "fails the elfproef (check digit)"}],
-        "request_id": "3b0d2c9e-8f7a-4d61-9c3e-2f1a0b9c8d7e",
-        "correlation_id": "4bf92f3577b34da6a3ce929d0e0e4736"}]})
+        "request_id": "3b0d2c9e-8f7a-4d61-9c3e-2f1a0b9c8d7e"}]})
 
-    type: str = "about:blank"
-    title: str
-    status: int
-    code: str = Field(description="Machine-readable reason, e.g. `invalid_request`, "
-                                  "`requester_not_entitled`, `reference_conflict`.")
-    detail: str
-    errors: list[FieldProblem] = Field(default_factory=list)
+    type: str = Field(description="The kind of problem: `<origin>/v1/problems/<kind>`, a page "
+                                  "saying what it means and what to do; stable per kind.")
+    title: str = Field(description="The kind's title (the same for every problem of a kind).")
+    status: int = Field(description="The HTTP status of the answer.")
+    detail: str = Field(description="What went wrong this time.")
+    instance: str | None = Field(default=None, description="For a recorded submission: its "
+                                 "status URL, where the rejection can be read again.")
+    errors: list[FieldProblem] = Field(description="One entry per field or parameter that is "
+                                                   "wrong; all of them at once.")
     request_id: str | None = Field(default=None, description="The ledger id under which this "
                                                              "rejected submission was recorded.")
     existing_request_id: str | None = Field(default=None, description="For a conflict: the "
                                             "accepted request that holds this reference.")
-    correlation_id: str
 
 
 class Accepted(BaseModel):
@@ -242,8 +269,8 @@ class RequestOut(BaseModel):
     purpose: str | None = Field(description="The purpose asked for; for a submission rejected at "
                                             "intake, the one its body claimed where that body "
                                             "reads as a JSON object (else null).")
-    reference_date: date | None
-    due_date: date | None
+    reference_date: OptionalDate
+    due_date: OptionalDate
     subject_count: int | None
     decision: DecisionOut | None
     deadline: date | None = Field(description="When the answer is due: the decision's, or "

@@ -41,6 +41,11 @@ class ApiConfig:
     write_timeout: float = limits.INTAKE_WRITE_TIMEOUT_SECONDS
     retry_after: int = limits.INTAKE_RETRY_AFTER_SECONDS
     nudge_interval: float = limits.NUDGE_WINDOW_SECONDS
+    #: ``https://host`` partners reach the API at (added to the OpenAPI document's servers).
+    public_url: str | None = None
+    #: ``info.contact`` of the OpenAPI document (name, email, url); None: the placeholders of
+    #: :data:`connectors.intake_openapi.DEFAULT_CONTACT`.
+    contact: dict[str, str] | None = None
 
 
 class IntakeService:

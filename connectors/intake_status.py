@@ -19,7 +19,7 @@ from sqlalchemy import Engine, Select, and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
-from connectors.intake_problems import ApiError
+from connectors.intake_problems import REQUESTS_PATH, ApiError, origin_of
 from legal_bases import limits
 from legal_bases.errors import FieldError
 from legal_bases.request import read_json
@@ -38,13 +38,7 @@ _DELIVERY_BY_STATE = {RequestState.DELIVERED.value: "delivered",
 def status_url(request: Request, request_id: str) -> str:
     """The absolute URL of a request's status, as the caller addressed us (cheaper than
     ``url_for``, which this hot path would otherwise spend a tenth of its time in)."""
-    scope = request.scope
-    host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-    if not host:
-        server = scope.get("server")
-        host = f"{server[0]}:{server[1]}" if server else "localhost"
-    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}" \
-        f"/v1/requests/{request_id}"
+    return f"{origin_of(request.scope)}{REQUESTS_PATH}/{request_id}"
 
 
 def _deadline(row: RequestRow, table: GroundTable) -> date | None:
@@ -134,7 +128,7 @@ def current_state(reads: Engine, request_id: str) -> tuple[str | None, datetime 
 def requests_query(partner_id: str, *, state: RequestState | None, since: datetime | None,
                    cursor: str | None, limit: int) -> Select[Any]:
     """The query of a page of a partner's requests, oldest first: ``limit`` of them and one more
-    if there is a next page. Raises :class:`ApiError` ``422`` for a cursor this API did not give
+    if there is a next page. Raises :class:`ApiError` ``400`` for a cursor this API did not give
     out."""
     query: Select[Any] = (
         select(RequestRow.id, RequestRow.reference,  # type: ignore[call-overload]
@@ -173,7 +167,7 @@ def encode_cursor(received_at: datetime, request_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """What :func:`encode_cursor` encoded; raises :class:`ApiError` ``422`` for anything else."""
+    """What :func:`encode_cursor` encoded; raises :class:`ApiError` ``400`` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, request_id = json.loads(raw)
@@ -181,7 +175,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         if moment.tzinfo is None or not isinstance(request_id, str):
             raise ValueError("bad cursor")
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
-        raise ApiError(422, "invalid_request", "the cursor is not one this API gave out",
+        raise ApiError(400, "invalid_parameters", "the cursor is not one this API gave out",
                        errors=(FieldError("query.cursor", "bad_cursor",
                                           "use the next link of the previous page"),)) from None
     return moment, request_id

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -30,6 +31,8 @@ from structlog.testing import capture_logs
 from cli.api_server import serve_in_thread
 from connectors.intake_api import MAX_JSON_DEPTH, ApiConfig, create_app
 from connectors.intake_models import EXAMPLE_BULK, EXAMPLE_OM, EXAMPLE_REQUEST
+from connectors.intake_openapi import API_VERSION
+from connectors.intake_problem_types import PROBLEM_TYPES
 from connectors.partners import PartnerDirectory, load_partners
 from legal_bases import limits
 from legal_bases.table import GroundTable
@@ -137,13 +140,25 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 def problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    """The problem document of an error answer, checked for its status, code and headers."""
+    """The problem document of an error answer, checked for its status, its kind (``code``:
+    ``invalid_request`` is the type ``…/v1/problems/invalid-request``) and headers.
+
+    A problem carries the RFC 9457 core members; only one about what was sent (an input kind)
+    carries ``errors`` and ``request_id`` besides (NL API Design Rules, docs/api-design-rules.md).
+    """
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.headers["API-Version"] == API_VERSION
+    assert len(response.headers["X-Correlation-ID"]) >= 1
     document: dict[str, Any] = response.json()
-    assert document["status"] == status
-    assert document["code"] == code
-    assert document["correlation_id"] == response.headers["X-Correlation-ID"]
+    kind = PROBLEM_TYPES[code.replace("_", "-")]
+    assert document["status"] == status == kind.status
+    called = urlsplit(response.url)
+    assert document["type"] == f"{called.scheme}://{called.netloc}/v1/problems/{kind.kind}"
+    assert document["title"] == kind.title
+    core = {"type", "title", "status", "detail", "instance"}
+    extensions = {"errors", "request_id", "existing_request_id"} if kind.input else set()
+    assert set(document) <= core | extensions, document
     return document
 
 
@@ -294,7 +309,7 @@ def test_credentials_are_checked_before_the_parameters(
     answer = requests.get(f"{api.url}{path}", headers=headers, timeout=10)
     document = problem(answer, 401, code)
     assert answer.headers["WWW-Authenticate"].startswith("Bearer")
-    assert document["errors"] == []  # nothing about the parameters
+    assert "errors" not in document  # nothing about the parameters
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -531,8 +546,7 @@ def test_every_answer_carries_a_correlation_id(api: Api) -> None:
                    api.get("/v1/requests?limit=0")):
         assert len(answer.headers["X-Correlation-ID"]) == 32, answer.status_code
         assert answer.headers["traceparent"].startswith("00-")
-        if answer.status_code >= 400:
-            assert answer.json()["correlation_id"] == answer.headers["X-Correlation-ID"]
+        assert answer.headers["API-Version"] == API_VERSION
 
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
@@ -551,10 +565,15 @@ def test_a_method_not_allowed_is_405_listing_every_method_of_the_path(
 
 
 def test_health_and_the_openapi_document(api: Api) -> None:
-    assert api.get("/healthz", None).json() == {"status": "ok", "ledger": "ok", "waiting": 0}
+    for path in ("/healthz", "/v1/healthz"):
+        assert api.get(path, None).json() == {"status": "ok", "ledger": "ok", "waiting": 0}
     document = api.get("/openapi.json", None).json()
-    assert set(document["paths"]) == {"/v1/requests", "/v1/requests/{request_id}", "/healthz"}
-    post = document["paths"]["/v1/requests"]["post"]
+    assert api.get("/v1/openapi.json", None).json() == document
+    # the paths are relative to the base path with the major version (/core/uri-version)
+    assert [s["url"] for s in document["servers"]] == ["/v1"]
+    assert set(document["paths"]) == {"/requests", "/requests/{request_id}", "/healthz",
+                                      "/openapi.json"}
+    post = document["paths"]["/requests"]["post"]
     assert set(post["responses"]) == {"200", "202", "400", "401", "403", "409", "413", "415",
                                       "422", "429", "503"}
     assert post["security"] == [{"ApiKey": []}, {"MutualTLS": []}]
@@ -695,9 +714,21 @@ def test_listing_pages_through_the_partners_requests(api: Api) -> None:
 
 @pytest.mark.parametrize("query", ["state=nonsense", "limit=0", "cursor=bm9wZQ",
                                    f"limit={limits.API_MAX_PAGE_SIZE + 1}", "since=yesterday"])
-def test_a_bad_listing_query_is_422_naming_the_parameter(api: Api, query: str) -> None:
-    document = problem(api.get(f"/v1/requests?{query}"), 422, "invalid_request")
+def test_a_bad_listing_query_is_400_naming_the_parameter(api: Api, query: str) -> None:
+    """Invalid parameters are 400 (NL API Design Rules /core/error-handling/invalid-input;
+    before the rules were applied, 422), and nothing is recorded."""
+    document = problem(api.get(f"/v1/requests?{query}"), 400, "invalid_parameters")
     assert document["errors"][0]["path"].startswith("query.")
+    assert "request_id" not in document
+    assert api.rows() == 0
+
+
+@pytest.mark.parametrize("request_id", ["not-a-request-id", "x" * 300, "1234"])
+def test_a_request_id_that_is_not_a_uuid_is_400_and_an_unknown_one_404(
+        api: Api, request_id: str) -> None:
+    document = problem(api.get(f"/v1/requests/{request_id}"), 400, "invalid_parameters")
+    assert [e["path"] for e in document["errors"]] == ["path.request_id"]
+    problem(api.get("/v1/requests/00000000-0000-4000-8000-000000000000"), 404, "not_found")
 
 
 def test_the_ledger_stays_consistent_with_the_answers(api: Api) -> None:

@@ -147,7 +147,7 @@ def test_a_key_alone_still_works_over_tls(tls_api: TlsApi) -> None:
 def test_a_certificate_and_a_key_of_different_partners_are_refused(tls_api: TlsApi) -> None:
     answer = tls_api.post(tls_api.pki.belastingdienst, "uwv")
     assert answer.status_code == 401
-    assert answer.json()["code"] == "invalid_credentials"
+    assert answer.json()["type"].endswith("/v1/problems/invalid-credentials")
 
 
 def test_a_certificate_whose_oin_is_no_partners_is_refused(tls_api: TlsApi) -> None:
