@@ -27,6 +27,10 @@ Flags (any flag: the command exits 1):
   delivered, a review never started or never answered, a review past its deadline;
 * ``ledger_mismatch`` — the ledger's rows (decisions, deliveries, answers, the request's state)
   and its audit events do not tell the same story;
+* ``released_while_refused`` — the submission was recorded as invalid, yet a decision released
+  data or sent it to review, or a delivery was made (what the release gate prevents);
+* ``set_aside`` — a step set the request aside (poison that could not be recorded), with its
+  reason; an operator must act;
 * ``prefect_unreachable`` — Prefect could not be read: the timeline is the ledger's alone, and
   the cross-checks with Prefect were not made (``--ledger-only`` leaves Prefect out on purpose,
   without a flag).
