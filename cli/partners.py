@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session
 
 from cli.api_server import ApiCommandError
-from cli.arguments import say
+from cli.arguments import print_table, say
 from connectors.partner_file import append_partner, partner_entry
 from connectors.partners import load_partners
 from flows.runtime import open_ledger, partners_file
@@ -117,9 +117,7 @@ def cmd_partners_list(args: argparse.Namespace) -> int:
         active = [k.key_id for k in keys if k.partner_id == partner.id and k.active]
         rows.append((partner.id, partner.body.value, partner.oin,
                      str(counts.get(partner.id, 0)), ", ".join(active) or "—"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        say("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     if args.all_keys:
         say("")
         for key in keys:
