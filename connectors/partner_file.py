@@ -80,7 +80,7 @@ class PartnerSource:
                 directory = load_partners(self.path)
             except PartnerConfigError as exc:
                 structlog.get_logger("disclosure.api").error(
-                    "partners_reload_failed", source=str(self.path), problems=len(exc.problems))
+                    "partners_reload_failed", source=self.path, problems=len(exc.problems))
                 self._stamp = stamp
                 return
             self._directory, self._stamp = directory, stamp

@@ -225,7 +225,7 @@ def load_partners(path: Path | str) -> PartnerDirectory:
     if problems:
         raise PartnerConfigError(problems)
     directory = PartnerDirectory(partners, source=name)
-    structlog.get_logger("disclosure.connectors").info("partners_loaded", source=name,
+    structlog.get_logger("disclosure.connectors").info("partners_loaded", source=path,
                                                        partners=len(directory))
     return directory
 
