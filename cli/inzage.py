@@ -20,6 +20,13 @@ personal data and belong with the other personal data the engine keeps):
 ``<ref>`` is the start of the person's pseudonym, never their number. Standard output gives the
 file paths and counts, and the masked number only; the log gets counts only. Each answer is put
 on the record (audit event ``inzage_answered``); an answer that cannot be recorded is not given.
+
+An inzage concerns one person. Given both a BSN and an onderwijsnummer, the command answers only
+when the source register records them as one person's (one register entry whose
+``identificerende_nummers`` hold both, :func:`identity_problem`); otherwise — two persons, only
+one of the numbers known, neither — it refuses (exit 2) and writes and records nothing: the
+privacy officer must establish who is asking first, then ask with that person's number(s). A
+register that cannot be read is exit 1, again with nothing written.
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
 from sqlmodel import Session
 
 from cli.arguments import UsageError
+from connectors.errors import RegisterError
 from connectors.partners import load_partners
+from connectors.register import SqlRegister, make_register_engine
 from flows.audit.inzage_render import ID_TYPE_LABELS, answer_files
 from flows.logs import get_logger
 from flows.runtime import open_ledger, partners_file
@@ -46,11 +56,11 @@ from legal_bases.errors import DisclosureError
 from legal_bases.identifiers import bsn_problem, onderwijsnummer_problem
 from legal_bases.request import Subject
 from legal_bases.table import GroundTable
-from legal_bases.vocabulary import SubjectIdType
+from legal_bases.vocabulary import Category, SubjectIdType
 from records.inzage import find_requests, record_inzage
 from records.models import ACTOR_LENGTH
 from records.pseudonym import Pseudonymizer
-from records.settings import load_settings
+from records.settings import Settings, load_settings
 
 
 class InzageError(DisclosureError):
@@ -122,9 +132,62 @@ def _subjects(args: argparse.Namespace) -> list[Subject]:
     return subjects
 
 
+def identity_problem(subjects: Sequence[Subject],
+                     records: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why ``subjects`` (a BSN and an onderwijsnummer) cannot be taken as one person's, or None.
+
+    ``records`` are the register's entries of those numbers (a fetch of
+    ``identificerende_nummers``): they are one person's only when one entry is found and it
+    records both numbers as that person's. Two entries are two persons. The reason names the
+    kinds of number, never a number.
+    """
+    wanted = {s.id_type.value: s.number for s in subjects}
+    labels = [ID_TYPE_LABELS[t] for t in wanted]
+    if not records:
+        return f"the register knows neither the {labels[0]} nor the {labels[1]}"
+    if len(records) > 1:
+        return (f"the register holds the {labels[0]} and the {labels[1]} as two different "
+                "persons")
+    [record] = records
+    numbers = record.get(Category.IDENTIFICERENDE_NUMMERS.value) or {}
+    if all(numbers.get(t) == n for t, n in wanted.items()):
+        return None
+    known = next(iter(record["subject"]))
+    other = next(t for t in wanted if t != known)
+    return (f"the register knows the {ID_TYPE_LABELS[known]}, but not the "
+            f"{ID_TYPE_LABELS[other]} given as the same person's")
+
+
+def _check_one_person(settings: Settings, subjects: Sequence[Subject]) -> None:
+    """Refuse (:class:`UsageError`) unless the register records ``subjects`` as one person's;
+    :class:`InzageError` if the register cannot be read. Reads the register's identifiers only."""
+    url = make_url(settings.resolved_register_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise InzageError("cannot check that the BSN and the onderwijsnummer are one person's: "
+                          f"the register {url.database or '(in memory)'} does not exist; set "
+                          "DISCLOSURE_REGISTER_URL")
+    engine = make_register_engine(url.render_as_string(hide_password=False))
+    try:
+        found = SqlRegister(engine).fetch(subjects=subjects,
+                                          categories=[Category.IDENTIFICERENDE_NUMMERS],
+                                          pseudonymise=None)
+    except RegisterError as exc:
+        raise InzageError("cannot check that the BSN and the onderwijsnummer are one "
+                          f"person's: {exc}") from None
+    finally:
+        engine.dispose()
+    problem = identity_problem(subjects, found.records)
+    if problem is not None:
+        raise UsageError(f"an inzage concerns one person, but {problem}: establish who the "
+                         "data subject is first, then ask with that person's number(s). "
+                         "Nothing was written or recorded.")
+
+
 def cmd_inzage(args: argparse.Namespace) -> int:
     subjects = _subjects(args)
     settings = load_settings()
+    if len(subjects) > 1:
+        _check_one_person(settings, subjects)
     out_dir = args.out if args.out is not None else settings.data_dir / "inzage"
     partners = {p.id: p.name for p in load_partners(partners_file(settings))}
     engine = open_ledger(settings)
@@ -175,8 +238,9 @@ def register(sub: Any) -> None:
         "inzage", help="answer a data subject's access request (AVG art. 15)",
         description="Write a person's inzage answer (Markdown, printable HTML, JSON) and a "
                     "separate file for the privacy officer with the requests kept from them "
-                    "under UAVG art. 41. Give --bsn, --onderwijsnummer or both (one person); "
-                    "'-' reads the number from standard input.")
+                    "under UAVG art. 41. Give --bsn, --onderwijsnummer or both (one person: "
+                    "both only when the source register records them as one person's, "
+                    "else exit 2); '-' reads the number from standard input.")
     parser.add_argument("--bsn", default=None, metavar="N", help="the person's BSN (or -)")
     parser.add_argument("--onderwijsnummer", default=None, metavar="N",
                         help="the person's onderwijsnummer (or -)")

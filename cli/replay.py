@@ -11,13 +11,13 @@ would now be decided differently. ``--publish`` runs the period's replay as the 
 
 Exit status: 0 when every replayed decision agrees (with ``--against-current`` always 0: the
 differences are the finding), 1 when a recorded decision does not re-derive or cannot be
-replayed, 2 for usage errors. Replay writes nothing to the ledger (see :mod:`records.replay`).
+replayed, 2 for usage errors and a request id the ledger does not hold (as ``status`` and
+``timeline``). Replay writes nothing to the ledger (see :mod:`records.replay`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import date
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from cli.arguments import date_argument
 from cli.local_prefect import answering_api_url
+from cli.status import unknown_request
 from flows.audit.replay import MARKDOWN_KEY, TABLE_KEY, replay_decisions
 from flows.audit.replay_render import (
     account_json,
@@ -79,8 +80,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _one(engine: Engine, request_id: str, against: GroundTable | None, *, as_json: bool) -> int:
     replay = replay_request(engine, request_id, against=against)
     if replay is None:
-        sys.stderr.write(f"disclosure: no request {request_id} in the ledger\n")
-        return 1
+        raise unknown_request(request_id)
     if as_json:
         print(account_json(replay))
     else:
@@ -144,7 +144,8 @@ def register(sub: Any) -> None:
                     "decides the same; for reviewed requests show the proposal, the answers "
                     "and check the reviewed decision. Writes nothing. Exit 0 when every "
                     "decision agrees (with --against-current always 0), 1 when one does not "
-                    "re-derive or cannot be replayed, 2 for usage errors.")
+                    "re-derive or cannot be replayed, 2 for usage errors and an unknown "
+                    "request id.")
     replay.add_argument("request", nargs="?", default=None, metavar="REQUEST_ID",
                         help="one request: print its full account")
     replay.add_argument("--from", dest="date_from", type=date_argument, default=None,

@@ -3,9 +3,10 @@ Prefect, with every gap and every disagreement between the two flagged.
 
 What the rows are and what each flag means: :mod:`flows.audit.request_timeline`. Exit status: 0
 without flags, 1 with any flag (Prefect unreachable is one), 2 when the ledger holds no such
-request. Prefect is found as the other commands find it: ``PREFECT_API_URL``, else the local
-server ``disclosure up`` starts on ``DISCLOSURE_PREFECT_PORT``; this command never starts a
-server. ``--ledger-only`` leaves Prefect out on purpose, without a flag.
+request (as ``status`` and ``replay``). Prefect is found as the other commands find it:
+``PREFECT_API_URL``, else the local server ``disclosure up`` starts on
+``DISCLOSURE_PREFECT_PORT``; this command never starts a server. ``--ledger-only`` leaves
+Prefect out on purpose, without a flag.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import argparse
 import sys
 from typing import Any
 
-from cli.arguments import UsageError
 from cli.local_prefect import command_api_url
+from cli.status import unknown_request
 from flows.audit.request_timeline import timeline_of
 from flows.audit.timeline_render import render_text, timeline_json
 from flows.runtime import open_ledger
@@ -32,8 +33,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if found is None:
-        raise UsageError(f"no request {args.request_id!r} in the ledger "
-                         "(`disclosure status` lists the requests)")
+        raise unknown_request(args.request_id)
     sys.stdout.write(timeline_json(found) if args.json else render_text(found))
     return 1 if found.flags else 0
 

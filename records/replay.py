@@ -63,13 +63,14 @@ from records.replay_differences import (
     recorded_decision,
 )
 from records.replay_results import Answer, Check, Replay, ReplayStatus, ReviewAccount
-from records.replay_review import review_account, review_cycles, table_version
-from records.reviews import ReviewAnswerRow
+from records.replay_review import answer_releases, review_account, review_cycles, table_version
+from records.reviews import ReviewAnswerRow, ReviewerRow
 from records.snapshots import load_table_snapshot
 
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
 _ANSWERS: Table = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
+_REVIEWERS: Table = ReviewerRow.__table__  # type: ignore[attr-defined]
 _REQUEST_COLUMNS = (_REQUESTS.c.id, _REQUESTS.c.partner_id, _REQUESTS.c.requester_body,
                     _REQUESTS.c.reference, _REQUESTS.c.received_at, _REQUESTS.c.raw_body,
                     _REQUESTS.c.valid, _REQUESTS.c.subject_count,
@@ -202,17 +203,38 @@ def _replay_batch(session: Session, requests: Sequence[LedgerRow], tables: _Tabl
     for row in session.execute(select(_DECISIONS).where(_DECISIONS.c.request_id.in_(ids))
                                .order_by(_DECISIONS.c.request_id, _DECISIONS.c.sequence)):
         decisions[row.request_id].append(row)
-    answers: dict[str, list[Answer]] = {i: [] for i in ids}
+    given: dict[str, list[LedgerRow]] = {i: [] for i in ids}
     for row in session.execute(select(_ANSWERS).where(_ANSWERS.c.request_id.in_(ids))
                                .order_by(_ANSWERS.c.request_id, _ANSWERS.c.seq)):
-        answers[row.request_id].append(Answer(
-            seq=row.seq, reviewer_id=row.reviewer_id, role=row.role, verdict=row.verdict,
-            categories=tuple(row.categories), motivation=row.motivation, step=row.step,
-            accepted=row.accepted, refusal_code=row.refusal_code,
-            refusal_message=row.refusal_message, answered_at=row.answered_at))
+        given[row.request_id].append(row)
+    roles = _enrolled_roles(session, {row.reviewer_id for rows in given.values() for row in rows})
     for request in requests:
-        yield _replay_one(request, decisions[request.id], tuple(answers[request.id]), tables,
-                          against)
+        answers = _answers(given[request.id], decisions[request.id], roles)
+        yield _replay_one(request, decisions[request.id], answers, tables, against)
+
+
+def _enrolled_roles(session: Session, reviewer_ids: set[str]) -> dict[str, str]:
+    """The role each of ``reviewer_ids`` is enrolled with (the reviewer records)."""
+    if not reviewer_ids:
+        return {}
+    return {row.id: row.role for row in session.execute(
+        select(_REVIEWERS.c.id, _REVIEWERS.c.role).where(_REVIEWERS.c.id.in_(sorted(
+            reviewer_ids))))}
+
+
+def _answers(rows: Sequence[LedgerRow], decisions: Sequence[LedgerRow],
+             roles: dict[str, str]) -> tuple[Answer, ...]:
+    """A request's review answers as replay shows them: with the reviewer's enrolled role and
+    what each verdict released (an ``approve`` the engine's proposal in force)."""
+    proposals = [(d.decided_at, (d.proposal or {}).get("released", [])) for d in decisions
+                 if d.decided_by == ENGINE and d.outcome == Outcome.NEEDS_REVIEW.value]
+    releases = answer_releases(rows, proposals)
+    return tuple(Answer(
+        seq=row.seq, reviewer_id=row.reviewer_id, role=row.role, verdict=row.verdict,
+        categories=tuple(row.categories), motivation=row.motivation, step=row.step,
+        accepted=row.accepted, refusal_code=row.refusal_code,
+        refusal_message=row.refusal_message, answered_at=row.answered_at,
+        enrolled_role=roles.get(row.reviewer_id), releases=releases[row.seq]) for row in rows)
 
 
 def _replay_one(request: LedgerRow, decisions: list[LedgerRow], answers: tuple[Answer, ...],

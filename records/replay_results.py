@@ -24,7 +24,14 @@ class ReplayStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One answer given on the request's review form, as recorded."""
+    """One answer given on the request's review form, as recorded.
+
+    ``role`` is the one the answer recorded (None when the identity check refused it: a wrong
+    or spent one-time code, an unknown reviewer); ``enrolled_role`` the reviewer's role in the
+    reviewer records (None if not enrolled). ``releases`` is what the verdict released, or would
+    have released had it been accepted (:func:`records.replay_review.answer_releases`): an
+    ``approve`` releases the engine's whole proposal, whatever was ticked with it.
+    """
 
     seq: int
     reviewer_id: str
@@ -37,10 +44,18 @@ class Answer:
     refusal_code: str | None
     refusal_message: str | None
     answered_at: datetime
+    enrolled_role: str | None = None
+    releases: tuple[str, ...] = ()
+
+    @property
+    def reviewer_role(self) -> str | None:
+        """The reviewer's role: as the answer recorded it, else as enrolled."""
+        return self.role or self.enrolled_role
 
     def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "reviewer_id": self.reviewer_id, "role": self.role,
-                "verdict": self.verdict, "categories": list(self.categories),
+                "enrolled_role": self.enrolled_role, "verdict": self.verdict,
+                "categories": list(self.categories), "releases": list(self.releases),
                 "motivation": self.motivation, "step": self.step, "accepted": self.accepted,
                 "refusal_code": self.refusal_code, "refusal_message": self.refusal_message,
                 "answered_at": self.answered_at.isoformat()}

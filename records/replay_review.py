@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from datetime import datetime
+from typing import Protocol, TypeAlias
 
 from legal_bases.assessment import with_review_trigger
 from legal_bases.decision import Decision
@@ -70,6 +71,57 @@ def review_cycles(decisions: Sequence[LedgerRow]) -> list[Cycle]:
         else:
             cycles[-1][1].append(row)
     return cycles
+
+
+class GivenAnswer(Protocol):
+    """What :func:`answer_releases` reads of an answer (a ledger row or a replay's answer)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def categories(self) -> Sequence[str]: ...
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def step(self) -> str | None: ...
+    @property
+    def answered_at(self) -> datetime: ...
+
+
+def answer_releases(answers: Sequence[GivenAnswer],
+                    proposals: Sequence[tuple[datetime, Sequence[str]]],
+                    ) -> dict[int, tuple[str, ...]]:
+    """The categories each answer released (accepted) or would have released (refused), by
+    ``seq``, as :func:`legal_bases.review.check_answer` reads a verdict: ``reject`` releases
+    nothing, ``approve_partially`` the categories chosen, ``approve`` the engine's whole proposal
+    — or, as the second of four eyes, the categories chosen, else what the first released.
+
+    ``proposals`` are the engine's decisions that sent the request to review, as (decided at,
+    the categories its proposal releases), oldest first; an answer answers the latest one made
+    before it, and a new one starts the count of four eyes afresh.
+    """
+    released: dict[int, tuple[str, ...]] = {}
+    first: tuple[str, ...] | None = None  # the accepted first of two, waiting for a second
+    cycle = -1
+    for answer in answers:
+        now = max([i for i, (at, _) in enumerate(proposals) if at <= answer.answered_at],
+                  default=0)
+        if now != cycle:
+            cycle, first = now, None
+        proposal = tuple(proposals[now][1]) if proposals else ()
+        chosen = tuple(sorted(set(answer.categories)))
+        if answer.verdict == ReviewVerdict.REJECT.value:
+            release: tuple[str, ...] = ()
+        elif answer.verdict == ReviewVerdict.APPROVE.value:
+            release = proposal if first is None else (chosen or first)
+        else:
+            release = chosen
+        released[answer.seq] = release
+        if answer.accepted:
+            first = release if answer.step == "first" else None
+    return released
 
 
 def review_account(cycles: Sequence[Cycle], answers: tuple[Answer, ...], engine: Decision,

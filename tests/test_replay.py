@@ -356,8 +356,12 @@ def test_usage_errors(world: World, cli_env: Callable[[str, Path], None],
         with pytest.raises(SystemExit) as exc:
             main(["replay", *argv])
         assert exc.value.code == 2, argv
-    assert main(["replay", "no-such-request"]) == 1
-    assert "no request no-such-request" in capsys.readouterr().err
+    # an unknown request id is a usage error, as for status and timeline: exit 2, not the 1 of
+    # a decision that does not re-derive
+    assert main(["replay", "no-such-request"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "disclosure: no request 'no-such-request' in the ledger" in err
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert main(["replay", *PERIOD, "--publish"]) == 2
     assert "does not answer" in capsys.readouterr().err

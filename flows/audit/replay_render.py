@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from records.ledger import RECEIPT_TIMEZONE
-from records.replay_results import Replay, ReplayStatus
+from records.replay_results import Answer, Replay, ReplayStatus
 from records.replay_summary import Summary
 
 _STATUS_WORD = {ReplayStatus.AGREES: "AGREES", ReplayStatus.DIFFERS: "DIFFERS",
@@ -61,6 +61,10 @@ def _period_text(first: date, last: date) -> str:
     return f"{days} (days of receipt, {RECEIPT_TIMEZONE.key})"
 
 
+#: The width of a label in the period's summary.
+_LABEL = 24
+
+
 def summary_lines(summary: dict[str, Any], rows: Sequence[dict[str, Any]], *,
                   table_source: str | None = None, seconds: float | None = None) -> list[str]:
     """The text report of a period's replay (``summary`` is :meth:`Summary.to_dict`)."""
@@ -70,20 +74,23 @@ def summary_lines(summary: dict[str, Any], rows: Sequence[dict[str, Any]], *,
              (f"against today's table {against}" + (f" ({table_source})" if table_source else "")
               if against else "against the table recorded with each decision (ledger snapshots)"),
              ""]
+    # the first four add up to the requests in all; the lines after them count again
     differ_label = "would change" if against else "differ"
     counts = [("agree", summary["agrees"]), (differ_label, summary["differs"]),
               ("cannot replay", summary["cannot_replay"]),
-              ("not yet decided", summary["undecided"])]
-    lines += [f"  {label:<16}{value:>8}" for label, value in counts]
-    reviewed = f"  {'reviewed':<16}{summary['reviewed']:>8}"
-    if not against:
-        reviewed += f"  (review checks failed: {summary['review_checks_failed']})"
-    lines.append(reviewed)
-    for n, table in enumerate(summary["tables"]):
-        label = "tables used" if n == 0 else ""
-        lines.append(f"  {label:<16}{table['requests']:>8}  {table['table_hash']}")
+              ("not yet decided", summary["undecided"]),
+              ("requests in all", summary["requests"])]
+    lines += [f"  {label:<{_LABEL}}{value:>6}" for label, value in counts]
+    reviewed = (f"  {'of which reviewed':<{_LABEL}}{summary['reviewed']:>6}  (decided by a "
+                "legal reviewer")
+    lines.append(reviewed + (")" if against else
+                             f"; review checks failed: {summary['review_checks_failed']})"))
+    tables = summary["tables"]
+    lines.append(f"  {'tables of grounds used':<{_LABEL}}{len(tables):>6}")
+    lines += [f"    table {table['table_hash']}: {table['requests']} request(s) replayed "
+              "against it" for table in tables]
     if seconds is not None and seconds > 0:
-        lines.append(f"  {'time':<16}{seconds:>8.1f} s  "
+        lines.append(f"  {'time':<{_LABEL}}{seconds:>6.1f} s  "
                      f"({summary['requests'] / seconds:,.0f} requests/s)")
     if rows:
         lines.append("")
@@ -180,10 +187,7 @@ def _review_lines(replay: Replay) -> list[str]:
     if not review.answers:
         lines.append("  no answers recorded")
     for a in review.answers:
-        state = "accepted" if a.accepted else f"refused ({a.refusal_code}: {a.refusal_message})"
-        lines.append(f"  answer {a.seq}  {a.answered_at.isoformat()}  {a.reviewer_id} "
-                     f"({a.role or 'role unknown'})  {a.verdict} [{_list(a.categories)}]  "
-                     f"step {a.step or '—'}  {state}")
+        lines.append(f"  answer {a.seq}  {a.answered_at.isoformat()}  {answer_text(a)}")
         lines.append(f"           motivation: {a.motivation}")
     for d in review.decisions:
         lines.append(f"  decision {d.sequence}: {d.outcome} by {d.decided_by} on "
@@ -197,6 +201,18 @@ def _review_lines(replay: Replay) -> list[str]:
     for check in review.checks:
         lines.append(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
     return lines
+
+
+def answer_text(answer: Answer) -> str:
+    """Who answered in which role, the verdict and what it released (or would have), and
+    whether it was accepted or refused and why."""
+    role = answer.reviewer_role or "not enrolled"
+    releases = ", ".join(answer.releases) or "nothing"
+    if answer.accepted:
+        return (f"{answer.reviewer_id} ({role})  {answer.verdict}: releases {releases}  "
+                f"step {answer.step or '—'}  accepted")
+    return (f"{answer.reviewer_id} ({role})  {answer.verdict}: would release {releases}  "
+            f"refused ({answer.refusal_code}: {answer.refusal_message})")
 
 
 # -- the flow's artifacts ------------------------------------------------------------------------
@@ -218,8 +234,9 @@ def markdown(summary: Summary, rows: Sequence[dict[str, Any]], shown: int) -> st
            f"| reviewed | {summary.reviewed} |", ""]
     if not summary.against:
         out += [f"Review checks failed: {summary.review_checks_failed}.", ""]
-    out += ["Tables used:", ""]
-    out += [f"* `{t['table_hash']}`: {t['requests']} requests" for t in data["tables"]]
+    out += [f"Tables of grounds used: {len(data['tables'])}", ""]
+    out += [f"* `{t['table_hash']}`: {t['requests']} request(s) replayed against it"
+            for t in data["tables"]]
     out.append("")
     failing = [r for r in rows if not r["agrees"]][:shown]
     if failing:

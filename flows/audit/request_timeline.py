@@ -53,13 +53,21 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from flows.audit.run_history import PrefectView, RunView, read_prefect
-from flows.audit.timeline_words import describe_event, log_text, mask, short_id, utc_text
+from flows.audit.timeline_words import (
+    ReviewWords,
+    describe_event,
+    log_text,
+    mask,
+    short_id,
+    utc_text,
+)
 from flows.pipeline.review_runs import REVIEW_RUN_STARTED
 from flows.starts import REVIEW, review_run_key
 from legal_bases import limits
 from legal_bases.vocabulary import Outcome
 from records.ledger import ENGINE, received_on
 from records.models import AuditEvent, DecisionRow, DeliveryRow
+from records.replay_review import answer_releases
 from records.reviews import ReviewAnswerRow
 from records.timeline import LedgerFacts, read_ledger
 from records.vocabulary import EventKind
@@ -202,8 +210,12 @@ class _Builder:
 def build_timeline(facts: LedgerFacts, prefect: PrefectView, *, now: datetime) -> Timeline:
     """The request's history from both sources, in time order, with its flags and notes."""
     b = _Builder(facts, prefect, now)
+    words = ReviewWords(roles=facts.reviewer_roles, releases=answer_releases(
+        facts.answers, [(d.decided_at, (d.proposal or {}).get("released", []))
+                        for d in facts.engine_decisions()
+                        if d.outcome == Outcome.NEEDS_REVIEW.value]))
     for event in facts.events:
-        what, detail = describe_event(event)
+        what, detail = describe_event(event, words)
         b.add(f"e{event.seq}", Row(event.occurred_at.astimezone(UTC), "ledger", what,
                                    event.actor, event.flow_run_id, mask(detail),
                                    (0, "", event.seq)))

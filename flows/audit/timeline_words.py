@@ -10,6 +10,8 @@ every detail shown is masked for nine-digit numbers as the log is.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +46,34 @@ def _list(values: Any) -> str:
     return ", ".join(str(v) for v in values) if values else "—"
 
 
-def describe_event(event: AuditEvent) -> tuple[str, str]:
-    """What an audit event says, as (what, detail): ids, codes, categories and counts only."""
+@dataclass(frozen=True)
+class ReviewWords:
+    """What a review answer's event does not say itself: the role each reviewer is enrolled
+    with (an answer the identity check refused records no role) and the categories each answer
+    released or would have released, by its ``seq`` (an ``approve`` releases the engine's
+    proposal: :func:`records.replay_review.answer_releases`)."""
+
+    roles: Mapping[str, str] = field(default_factory=dict)
+    releases: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def answer(self, p: Mapping[str, Any]) -> str:
+        """The detail of a ``review_answer_recorded`` event with payload ``p``."""
+        reviewer = str(p.get("reviewer_id"))
+        role = p.get("role") or self.roles.get(reviewer) or "not enrolled"
+        seq = p.get("seq")
+        found = self.releases.get(seq) if isinstance(seq, int) else None
+        releases = ", ".join(found if found is not None else p.get("categories") or ()) or (
+            "nothing")
+        if p.get("accepted"):
+            return (f"#{seq} {p.get('verdict')} by {reviewer} ({role}): releases {releases}; "
+                    f"accepted ({p.get('step')})")
+        return (f"#{seq} {p.get('verdict')} by {reviewer} ({role}): would release {releases}; "
+                f"refused: {p.get('refusal_code')}")
+
+
+def describe_event(event: AuditEvent, review: ReviewWords | None = None) -> tuple[str, str]:
+    """What an audit event says, as (what, detail): ids, codes, categories and counts only;
+    ``review`` words the review answers."""
     p = event.payload
     kind = event.kind
     if kind == EventKind.REQUEST_RECEIVED.value:
@@ -73,11 +101,7 @@ def describe_event(event: AuditEvent) -> tuple[str, str]:
     if kind == REVIEW_RUN_STARTED:
         return "review run started", f"review run {short_id(str(p.get('review_run_id')))}"
     if kind == "review_answer_recorded":
-        verdict = (f"accepted ({p.get('step')})" if p.get("accepted")
-                   else f"refused: {p.get('refusal_code')}")
-        return "review answer", (f"#{p.get('seq')} {p.get('verdict')} by {p.get('reviewer_id')}"
-                                 f" ({p.get('role') or 'no role'}), categories "
-                                 f"{_list(p.get('categories'))}; {verdict}")
+        return "review answer", (review or ReviewWords()).answer(p)
     if kind == EventKind.REQUEST_SET_ASIDE.value:
         return "set aside", (f"at {p.get('step')}: {p.get('reason')} ({p.get('detail')}); an "
                              "operator must act")
