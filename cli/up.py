@@ -38,14 +38,18 @@ from flows.starts import DISPATCHER, DROPOFF
 from legal_bases.errors import DisclosureError
 from legal_bases.request import DisclosureRequest, Subject, read_request
 from legal_bases.validator import load_yaml
-from legal_bases.vocabulary import SubjectIdType
+from legal_bases.vocabulary import Outcome, SubjectIdType
 from records.chain import verify_chain
 from records.ledger import latest_decision
 from records.models import DecisionRow, RequestRow, RequestStatus
 from records.settings import Settings, load_settings
+from records.vocabulary import RequestState
 
-#: States in which a request waits for nobody but a person (or nothing at all).
-SETTLED = ("delivered", "rejected", "awaiting_review", "failed")
+#: States in which a request waits for nobody but a person (or nothing at all): on a later
+#: ``up`` a review still waiting may have passed its deadline (escalated).
+SETTLED = tuple(s.value for s in (RequestState.DELIVERED, RequestState.REJECTED,
+                                  RequestState.AWAITING_REVIEW, RequestState.ESCALATED,
+                                  RequestState.FAILED))
 #: Seconds ``up`` waits for the examples to settle.
 SETTLE_TIMEOUT_S = 180
 
@@ -126,8 +130,13 @@ def _drop(settings: Settings, files: list[ExampleFile]) -> None:
         tmp.rename(folder / example.path.name)
 
 
-def _settled(settings: Settings, files: list[ExampleFile],
-             ) -> list[tuple[ExampleFile, RequestRow, str, DecisionRow | None]] | None:
+#: One example as ``up`` reports it: the file, its request, its state, its decision in force.
+ExampleOutcome = tuple[ExampleFile, RequestRow, str, DecisionRow | None]
+
+
+def settled_outcomes(settings: Settings, files: list[ExampleFile]) -> list[ExampleOutcome] | None:
+    """Each example's request, state and decision in force (the highest ``sequence``: a
+    reviewer's replaces the engine's), once every one has settled; None while one has not."""
     engine = open_ledger(settings)
     try:
         with Session(engine) as session:
@@ -146,14 +155,18 @@ def _settled(settings: Settings, files: list[ExampleFile],
 
 
 def _detail(row: DecisionRow | None) -> str:
+    """What the decision in force says, in a few words. A reviewer's decision keeps the
+    engine's review triggers (they say why a person decided), so the outcome, not the
+    triggers, says whether the request still waits."""
     if row is None:
         return ""
-    if row.review_triggers:
+    if row.outcome == Outcome.NEEDS_REVIEW.value:
         return "review: " + ", ".join(t["code"] for t in row.review_triggers)
-    if row.outcome == "rejected":
-        return ", ".join(r["code"] for r in row.reasons)
+    by = f" (reviewed by {row.decided_by})" if row.sequence > 1 else ""
+    if row.outcome == Outcome.REJECTED.value:
+        return ", ".join(r["code"] for r in row.reasons) + by
     withheld = f"; withheld {', '.join(row.withheld)}" if row.withheld else ""
-    return f"released {', '.join(row.released)}{withheld}"
+    return f"released {', '.join(row.released)}{withheld}{by}"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -180,7 +193,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             run_deployment(DROPOFF, timeout=0, as_subflow=False)
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        while (outcomes := _settled(settings, files)) is None:
+        while (outcomes := settled_outcomes(settings, files)) is None:
             if serving.poll() is not None:
                 raise ExamplesError(f"the flow server stopped; see {logs / 'serve.log'}")
             if time.monotonic() > deadline:
@@ -224,15 +237,21 @@ def _keep_serving(serving: Any, *, api_url: str, home: Path, logs: Path) -> int:
 RESTARTS_WITHOUT_PROGRESS = 5
 
 
-def _print_outcomes(outcomes: list[tuple[ExampleFile, RequestRow, str, DecisionRow | None]],
-                    ) -> None:
+def outcome_lines(outcomes: list[ExampleOutcome]) -> list[str]:
+    """The table ``up`` prints: per example its partner, reference, ground, the outcome of the
+    decision in force, the request's state and what that decision says."""
     rows = [("partner", "reference", "ground", "outcome", "state", "detail")]
     rows += [(f.partner_id, r.reference or "—", (d.ground_id if d else None) or "—",
               d.outcome if d else "—", state, _detail(d)) for f, r, state, d in outcomes]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5]
+            for row in rows]
+
+
+def _print_outcomes(outcomes: list[ExampleOutcome]) -> None:
     print()
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    for line in outcome_lines(outcomes):
+        print(line)
 
 
 def _print_where(settings: Settings, api_url: str, intake_url: str) -> None:

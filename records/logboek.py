@@ -1,5 +1,10 @@
 """The ledger's disclosures as Logboek Dataverwerkingen records (legal-reference.md 4.1).
 
+The standard followed is Logius' *Logboek dataverwerkingen* 1.0.0 (versie ter vaststelling,
+11 February 2026), section 3.2.2 "Interface" and 3.3.1 "Gedrag van Applicatie"; the fields and
+values it defines are vendored in ``connectors/schemas/logboek-dataverwerkingen-1.0.0.yaml``
+with their source, and ``tests/test_logboek_standard.py`` holds every exported line to them.
+
 A disclosure is a recorded delivery: data left DUO. :func:`logboek_records` yields, for every
 delivery whose ``delivered_at`` falls on a day from ``start`` through ``end`` (calendar days in
 the Netherlands, like the day of receipt), ordered by ``delivered_at`` and delivery id:
@@ -18,14 +23,18 @@ Identifiers are derived, never drawn, so the same ledger exports the same bytes:
   the subject's position (child).
 
 ``start_time``/``end_time`` run from the decision that was delivered to the delivery, in ms
-since the epoch. ``status`` is ``Ok`` (a recorded delivery succeeded). ``attributes`` hold the
+since the epoch. ``status`` is ``Ok`` (the standard's optional explicit success: a recorded
+delivery succeeded; its enumeration is ``Unset``, ``Ok``, ``Error``). ``attributes`` hold the
 ``dpl.core`` fields — the ground's processing activity (:mod:`legal_bases.accountability`),
-the subject's ledger pseudonym (HMAC, never the number) and its type — and in ``dpl.duo.*`` only
-ids that lead DUO to its own record (request, decision, delivery, ground version) and the
-confidentiality: ``Vertrouwelijk`` with the restriction's citation where UAVG art. 41 keeps the
-disclosure from the data subject (values as in VNG Verwerkingenlogging), else ``Normaal``.
-No content and no categories. ``dpl.core.foreign_operation.processor`` is not written: the
-ledger does not know the URL of the requester's application.
+the subject's ledger pseudonym (HMAC, never the number) and its type — and, outside the
+standard's ``dpl`` namespace (which only the standard and its adopted extensions may extend),
+under DUO's own reverse-domain prefix ``nl.duo.`` (OpenTelemetry's rule for an organisation's
+attributes) only ids that lead DUO to its own record (request, decision, delivery, ground
+version) and the confidentiality: ``Vertrouwelijk`` with the restriction's citation where UAVG
+art. 41 keeps the disclosure from the data subject (values as in VNG Verwerkingenlogging), else
+``Normaal``. No content and no categories. ``dpl.core.foreign_operation.processor`` is not
+written: the ledger keeps the caller's trace id, but neither its span id nor a URL of the
+requester's application.
 """
 
 from __future__ import annotations
@@ -70,6 +79,12 @@ SUBJECT_ID_TYPES = {SubjectIdType.BSN.value: "BSN",
                     SubjectIdType.ONDERWIJSNUMMER.value: "onderwijsnummer"}
 CONFIDENTIAL = "Vertrouwelijk"
 NORMAL = "Normaal"
+#: The standard's ``status`` values this export writes: a recorded delivery succeeded.
+STATUS_OK = "Ok"
+STATUS_UNSET = "Unset"
+#: DUO's own attributes: OpenTelemetry's reverse-domain prefix for an organisation (duo.nl), not
+#: the standard's ``dpl`` namespace.
+DUO_PREFIX = "nl.duo."
 #: ``resource.attributes`` of every line: which application wrote it (OpenTelemetry names).
 SERVICE_NAME = "duo-disclosure-engine"
 _PACKAGE = "disclosure-engine"
@@ -189,20 +204,20 @@ class _Lines:
         ids: dict[str, Any] = {
             "dpl.core.processing_activity_id":
                 self._accountability.of(ground_id).processing_activity_id,
-            "dpl.duo.request_id": row.request_id,
-            "dpl.duo.decision_id": row.decision_id,
-            "dpl.duo.delivery_id": row.id,
-            "dpl.duo.ground_version": row.ground_version,
-            "dpl.duo.confidentiality": CONFIDENTIAL if restriction else NORMAL,
+            f"{DUO_PREFIX}request_id": row.request_id,
+            f"{DUO_PREFIX}decision_id": row.decision_id,
+            f"{DUO_PREFIX}delivery_id": row.id,
+            f"{DUO_PREFIX}ground_version": row.ground_version,
+            f"{DUO_PREFIX}confidentiality": CONFIDENTIAL if restriction else NORMAL,
         }
         if restriction is not None:
-            ids["dpl.duo.restriction"] = restriction.short
+            ids[f"{DUO_PREFIX}restriction"] = restriction.short
         parent = span_id_for(row.id)
         common = {
             "trace_id": trace_id_for(row.request_id, row.correlation_id),
             "start_time": _ms(row.decided_at),
             "end_time": _ms(row.delivered_at),
-            "status": "Ok" if row.status == "delivered" else "Unset",
+            "status": STATUS_OK if row.status == "delivered" else STATUS_UNSET,
             "resource": self._resource,
         }
         yield {**common, "span_id": parent,

@@ -176,16 +176,16 @@ def test_one_line_per_disclosed_subject_and_one_per_disclosure(ledger: Ledger) -
     parents, children = parents_and_children(lines)
     delivered = [t for t in ledger.history.truths if t.delivered]
     assert len(delivered) > 100
-    assert sorted(p["attributes"]["dpl.duo.request_id"] for p in parents) == sorted(
+    assert sorted(p["attributes"]["nl.duo.request_id"] for p in parents) == sorted(
         t.request_id for t in delivered)
-    assert Counter((c["attributes"]["dpl.duo.request_id"],
+    assert Counter((c["attributes"]["nl.duo.request_id"],
                     c["attributes"]["dpl.core.data_subject_id"]) for c in children) == Counter(
         (t.request_id, ledger.pseudonymizer.of(s)) for t in delivered for s in t.subjects)
     id_types = {(t.request_id, ledger.pseudonymizer.of(s)): s.id_type for t in delivered
                 for s in t.subjects}
     for child in children:
         attributes = child["attributes"]
-        id_type = id_types[attributes["dpl.duo.request_id"], attributes["dpl.core.data_subject_id"]]
+        id_type = id_types[attributes["nl.duo.request_id"], attributes["dpl.core.data_subject_id"]]
         assert attributes["dpl.core.data_subject_id_type"] == (
             "BSN" if id_type is SubjectIdType.BSN else "onderwijsnummer")
     for parent in parents:
@@ -209,8 +209,8 @@ def test_ids_have_the_standards_sizes_and_children_point_to_their_disclosure(
         assert record["parent_span_id"] == current["span_id"]
         assert by_span[record["parent_span_id"]] is current
         assert record["trace_id"] == current["trace_id"]
-        assert record["attributes"]["dpl.duo.request_id"] == current["attributes"][
-            "dpl.duo.request_id"]
+        assert record["attributes"]["nl.duo.request_id"] == current["attributes"][
+            "nl.duo.request_id"]
     parents, _ = parents_and_children(lines)
     traces = [p["trace_id"] for p in parents]
     assert len(traces) == len(set(traces))  # one trace per request (one delivery each here)
@@ -224,7 +224,7 @@ def test_times_attributes_and_resource(ledger: Ledger) -> None:
     activities = raw_activities()
     for record in lines:
         attributes = record["attributes"]
-        truth = truths[attributes["dpl.duo.request_id"]]
+        truth = truths[attributes["nl.duo.request_id"]]
         assert record["start_time"] == ms(truth.decided_at)
         assert record["end_time"] == ms(deliveries[truth.request_id])
         assert record["start_time"] <= record["end_time"]
@@ -232,20 +232,20 @@ def test_times_attributes_and_resource(ledger: Ledger) -> None:
         assert record["resource"]["attributes"]["service.name"] == "duo-disclosure-engine"
         assert record["resource"]["attributes"]["service.version"]
         assert attributes["dpl.core.processing_activity_id"] == activities[truth.ground or ""]
-        assert attributes["dpl.duo.ground_version"].startswith(f"{truth.ground}@")
+        assert attributes["nl.duo.ground_version"].startswith(f"{truth.ground}@")
         assert truth.ground in record["name"]
         if truth.body is Body.OPENBAAR_MINISTERIE:
-            assert attributes["dpl.duo.confidentiality"] == "Vertrouwelijk"
-            assert attributes["dpl.duo.restriction"] == UAVG_41
+            assert attributes["nl.duo.confidentiality"] == "Vertrouwelijk"
+            assert attributes["nl.duo.restriction"] == UAVG_41
         else:
-            assert attributes["dpl.duo.confidentiality"] == "Normaal"
-            assert "dpl.duo.restriction" not in attributes
+            assert attributes["nl.duo.confidentiality"] == "Normaal"
+            assert "nl.duo.restriction" not in attributes
         assert set(attributes) <= {
             "dpl.core.processing_activity_id", "dpl.core.data_subject_id",
-            "dpl.core.data_subject_id_type", "dpl.duo.request_id", "dpl.duo.decision_id",
-            "dpl.duo.delivery_id", "dpl.duo.ground_version", "dpl.duo.confidentiality",
-            "dpl.duo.restriction"}
-    assert any(r["attributes"]["dpl.duo.confidentiality"] == "Vertrouwelijk" for r in lines)
+            "dpl.core.data_subject_id_type", "nl.duo.request_id", "nl.duo.decision_id",
+            "nl.duo.delivery_id", "nl.duo.ground_version", "nl.duo.confidentiality",
+            "nl.duo.restriction"}
+    assert any(r["attributes"]["nl.duo.confidentiality"] == "Vertrouwelijk" for r in lines)
 
 
 def test_no_number_and_no_category_appears_in_the_export(ledger: Ledger) -> None:
@@ -267,7 +267,7 @@ def test_a_period_holds_the_deliveries_of_its_dutch_days(ledger: Ledger) -> None
     expected = {request_id for request_id, at in deliveries.items()
                 if start <= at.astimezone(RECEIPT_TIMEZONE).date() <= end}
     parents, _ = parents_and_children(export(ledger, start, end))
-    assert {p["attributes"]["dpl.duo.request_id"] for p in parents} == expected
+    assert {p["attributes"]["nl.duo.request_id"] for p in parents} == expected
     assert expected
 
 
@@ -283,7 +283,7 @@ def test_a_period_holds_the_deliveries_of_its_dutch_days(ledger: Ledger) -> None
 def test_both_ends_of_the_period_are_included_to_the_millisecond(
         ledger: Ledger, start: date, end: date, names: set[str]) -> None:
     parents, children = parents_and_children(export(ledger, start, end))
-    assert {p["attributes"]["dpl.duo.request_id"] for p in parents} == {
+    assert {p["attributes"]["nl.duo.request_id"] for p in parents} == {
         ledger.extra[n] for n in names}
     sizes = {n: count for n, _, _, count in EXTRA}
     assert len(children) == sum(sizes[n] for n in names)
@@ -291,7 +291,7 @@ def test_both_ends_of_the_period_are_included_to_the_millisecond(
 
 def test_the_callers_trace_id_is_kept_and_otherwise_one_is_derived(ledger: Ledger) -> None:
     lines = export(ledger, date(2026, 9, 30), date(2026, 11, 1))
-    trace = {r["attributes"]["dpl.duo.request_id"]: r["trace_id"] for r in lines}
+    trace = {r["attributes"]["nl.duo.request_id"]: r["trace_id"] for r in lines}
     assert trace[ledger.extra["last-ms-of-sep-30"]] == CALLER_TRACE
     assert trace[ledger.extra["first-of-oct-1"]] == TRACEPARENT_TRACE
     derived = [trace[ledger.extra[n]] for n in ("last-of-oct-31", "first-of-nov-1",
@@ -300,7 +300,7 @@ def test_the_callers_trace_id_is_kept_and_otherwise_one_is_derived(ledger: Ledge
     assert len({*derived, CALLER_TRACE, TRACEPARENT_TRACE}) == 5
     _, children = parents_and_children(lines)
     three = [c for c in children
-             if c["attributes"]["dpl.duo.request_id"] == ledger.extra["first-of-oct-1"]]
+             if c["attributes"]["nl.duo.request_id"] == ledger.extra["first-of-oct-1"]]
     assert [c["attributes"]["dpl.core.data_subject_id_type"] for c in three] == [
         "BSN", "onderwijsnummer", "BSN"]  # in the request's order
 
