@@ -1,4 +1,5 @@
-"""``disclosure reviewers add|list|remove`` and ``disclosure overdue``: the review desk."""
+"""``disclosure reviewers add|list|remove``, ``disclosure reviews`` and ``disclosure overdue``:
+the review desk."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 
 from sqlmodel import Session
 
-from cli.arguments import date_argument
+from cli.arguments import date_argument, print_table
+from cli.local_prefect import command_api_url
 from flows.pipeline import deadlines
+from flows.review.queue import queue_rows, run_url
 from flows.runtime import open_ledger, runtime
 from legal_bases import limits
+from records.review_queue import waiting_reviews
 from records.reviews import ROLES, enroll_reviewer, remove_reviewer, reviewers
 from records.settings import load_settings
 from records.totp import SecretSeal, provisioning_uri
@@ -67,8 +71,32 @@ def cmd_overdue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reviews(args: argparse.Namespace) -> int:
+    """The review queue, as the ``review-queue`` artifact shows it (:mod:`flows.review.queue`)."""
+    settings = load_settings()
+    on = args.on or deadlines.today()
+    engine = open_ledger(settings)
+    with Session(engine) as session:
+        rows = queue_rows(waiting_reviews(session=session), on)
+    engine.dispose()
+    ui = command_api_url(settings.prefect_port,
+                         settings.data_dir / "prefect").removesuffix("/api")
+    table = [("deadline", "", "request", "reference", "ground", "from", "step", "review run")]
+    table += [(f"{r.due} ({r.when})", r.mark, r.request_id, r.reference, r.ground, r.requester,
+               r.step, run_url(ui, r.run_id) if r.run_id else "not started yet")
+              for r in rows]
+    if rows:
+        print_table(table)
+        print()
+    overdue = sum(1 for r in rows if r.mark == "OVERDUE")
+    escalated = sum(1 for r in rows if r.mark == "ESCALATED")
+    print(f"{len(rows)} review(s) waiting on {on.isoformat()}: {overdue} overdue, "
+          f"{escalated} escalated. Open a review run, then Resume to decide.")
+    return 0
+
+
 def register(sub: Any) -> None:
-    """Add ``reviewers`` and ``overdue`` to the command line."""
+    """Add ``reviewers``, ``reviews`` and ``overdue`` to the command line."""
     rev = sub.add_parser("reviewers", help="enrol, list and remove legal reviewers")
     rsub = rev.add_subparsers(dest="reviewers_command", required=True, metavar="ACTION")
     add = rsub.add_parser("add", help="enrol a reviewer; prints their TOTP secret once")
@@ -80,6 +108,11 @@ def register(sub: Any) -> None:
     remove = rsub.add_parser("remove", help="stop a reviewer from deciding")
     remove.add_argument("id")
     remove.set_defaults(handler=cmd_reviewers_remove)
+    reviews = sub.add_parser("reviews", help="the review queue: every waiting review, oldest "
+                                             "deadline first, with the run to open")
+    reviews.add_argument("--on", type=date_argument, default=None, metavar="DATE",
+                         help="the day to count from (default today, Europe/Amsterdam)")
+    reviews.set_defaults(handler=cmd_reviews)
     overdue = sub.add_parser("overdue", help="requests at or past their deadline")
     overdue.add_argument("--on", type=date_argument, default=None, metavar="DATE",
                          help="the day to count from (default today, Europe/Amsterdam)")

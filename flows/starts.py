@@ -7,7 +7,9 @@ The flows call these by deployment name (``run_deployment``), so this module imp
 from __future__ import annotations
 
 import time
+from uuid import UUID
 
+from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
@@ -52,16 +54,33 @@ def review_run_key(request_id: str, sequence: int = 1) -> str:
     return f"review-{request_id}" if sequence == 1 else f"review-{request_id}-{sequence}"
 
 
-def start_review(request_id: str, sequence: int = 1) -> str | None:
+def start_review(request_id: str, sequence: int = 1, *, name: str | None = None,
+                 tags: list[str] | None = None) -> str | None:
     """Start the review run of one request's engine decision ``sequence`` (once: the
-    idempotency key); returns the run's id, or None if the review deployment is not there."""
+    idempotency key) under ``name`` and ``tags`` (:mod:`flows.review.labels`); returns the
+    run's id, or None if the review deployment is not there."""
     try:
         run = run_deployment(REVIEW, parameters={"request_id": request_id}, timeout=0,
-                             as_subflow=False,
+                             as_subflow=False, flow_run_name=name,
                              idempotency_key=review_run_key(request_id, sequence),
-                             tags=["review"])
+                             tags=tags or ["review"])
     except ObjectNotFound:
         get_logger("review").warning("review_not_deployed", request_id=request_id)
         return None
     events.emit(events.REVIEW_NEEDED, request_id)
     return str(getattr(run, "id", "")) or None
+
+
+def tag_run(run_id: str | None, *, step: str | None = None, add: tuple[str, ...] = ()) -> None:
+    """Set the review run's ``step:`` tag (and add others) so the Runs list filters on it."""
+    if not run_id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+            tags = [t for t in run.tags if step is None or not t.startswith("step:")]
+            wanted = sorted({*tags, *add, *([f"step:{step}"] if step else [])})
+            if wanted != sorted(run.tags):
+                client.update_flow_run(UUID(run_id), tags=wanted)
+    except Exception as exc:  # tags help finding a run; the review goes on without them
+        get_logger("review").warning("run_tags_not_updated", error=type(exc).__name__)

@@ -16,6 +16,9 @@ import re
 
 _DIGITS = frozenset("0123456789")
 _OIN = re.compile(r"^[0-9]{8}[0-9A-Z]{12}$")
+#: Nine digits standing alone, perhaps grouped by dots, spaces or dashes ("123.456.782"): the
+#: shape of a BSN or an onderwijsnummer in free text a partner chose.
+_NINE_DIGIT_SHAPE = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ .-]?[0-9]){8}(?![0-9A-Za-z])")
 
 
 def _weighted_sum(number: str) -> int:
@@ -78,6 +81,13 @@ def oin_problem(oin: object) -> str | None:
 def mask(number: str) -> str:
     """A display form of an identifier that shows only its last three characters."""
     return "*" * max(len(number) - 3, 0) + number[-3:]
+
+
+def mask_identifier_shapes(text: str) -> str:
+    """``text`` with every nine-digit number in it (a BSN or onderwijsnummer, perhaps grouped
+    as ``123.456.782``) replaced by asterisks: for text a partner chose, such as a reference,
+    before it is shown where no personal data may go."""
+    return _NINE_DIGIT_SHAPE.sub("*********", text)
 
 
 _PREFIX_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2)

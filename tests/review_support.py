@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +39,10 @@ from uuid import UUID
 import requests
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    ArtifactCollectionFilter,
+    ArtifactCollectionFilterKey,
+    ArtifactFilter,
+    ArtifactFilterKey,
     DeploymentFilter,
     DeploymentFilterName,
     FlowFilter,
@@ -45,8 +51,10 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import Engine, select
@@ -435,9 +443,24 @@ class ReviewSystem:
         return description, schema
 
     def resume(self, run_id: UUID, answer: Answer | dict[str, Any]) -> None:
+        """Submit the form, as Resume in the UI does. A busy SQLite server may answer 503
+        (the UI then says "Something went wrong"); a reviewer submits again, and so does this,
+        as long as the run still waits on the same form."""
         data = answer.to_input() if isinstance(answer, Answer) else answer
-        with self.prefect():
-            resume_flow_run(run_id, run_input=data)
+        keyset = (self.read_run(run_id).state.state_details.run_input_keyset  # type: ignore[union-attr]
+                  or {})
+        for attempt in range(3):
+            try:
+                with self.prefect():
+                    resume_flow_run(run_id, run_input=data)
+                return
+            except PrefectHTTPStatusError as exc:
+                run = self.read_run(run_id)
+                waiting = (run.state is not None and run.state.is_paused()
+                           and run.state.state_details.run_input_keyset == keyset)
+                if exc.response.status_code != 503 or not waiting or attempt == 2:
+                    raise
+                time.sleep(2)
 
     def events(self, name: str, request_id: str, *, prefix: bool = False) -> list[Any]:
         """Prefect events named ``name`` (or starting with it) about the request."""
@@ -466,3 +489,27 @@ class ReviewSystem:
                                                  exclude_keys=set())
         return [i.value for i in found]
 
+    def artifact(self, key: str) -> str | None:
+        """The latest version of the Markdown artifact ``key``, or None."""
+        with self.prefect(), get_client(sync_client=True) as client:
+            found = client.read_latest_artifacts(
+                artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(
+                    any_=[key])), limit=1)
+        return str(found[0].data) if found else None
+
+    def artifact_versions(self, key: str) -> list[Any]:
+        """Every version of the artifact ``key``, oldest first."""
+        with self.prefect(), get_client(sync_client=True) as client:
+            found = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                sort=ArtifactSort.CREATED_DESC)
+        return list(reversed(found))
+
+    def disclosure(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the ``disclosure`` command line on this system's data, as an operator would."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DISCLOSURE_", "PREFECT_"))}
+        env |= self.env | {"PREFECT_API_URL": self.api_url}
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).parents[1], check=False)

@@ -22,6 +22,7 @@ from flows.pipeline.tasks import (
     deliver_batch,
     escalate_reviews,
     lease_of,
+    publish_review_queue,
     release_batch,
     start_missing_reviews,
     start_reviews,
@@ -64,6 +65,7 @@ def process_requests(max_batches: int = 100,
         finally:
             if held:
                 release_batch(worker, held)
+    totals["review_queue_published"] = int(publish_review_queue())
     structlog.contextvars.unbind_contextvars("flow_run_id")
     return totals
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -15,20 +15,28 @@ from legal_bases.vocabulary import Outcome
 from records.ledger import (
     ENGINE,
 )
-from records.models import AuditEvent, DecisionRow, RequestStatus
+from records.models import AuditEvent, DecisionRow, RequestRow, RequestStatus
+from records.review_queue import REVIEW_RUN_STARTED
 from records.reviews import record_review_event
 from records.vocabulary import RequestState
 
-REVIEW_RUN_STARTED = "review_run_started"
+__all__ = ["REVIEW_RUN_STARTED", "UnderReview", "record_review_started", "reviews_without_run",
+           "under_review"]
 
 
 @dataclass(frozen=True)
 class UnderReview:
-    """The engine decision a request's review answers: its id and sequence (ids only)."""
+    """The engine decision a request's review answers: its id and sequence, and what the
+    review run's name and tags show (the partner's reference, the ground, the deadline, the
+    requesting body; nothing about a subject)."""
 
     request_id: str
     decision_id: str
     sequence: int
+    reference: str | None = None
+    ground_id: str | None = None
+    deadline: date | None = None
+    body: str = ""
 
 
 def under_review(rt: Runtime, request_ids: Sequence[str]) -> list[UnderReview]:
@@ -36,15 +44,20 @@ def under_review(rt: Runtime, request_ids: Sequence[str]) -> list[UnderReview]:
     found: dict[str, UnderReview] = {}
     with Session(rt.ledger) as session:
         for chunk in chunks(request_ids, 500):
-            for decision_id, request_id, sequence in session.execute(
-                    select(DecisionRow.id, DecisionRow.request_id,  # type: ignore[call-overload]
-                           DecisionRow.sequence)
-                    .where(col(DecisionRow.request_id).in_(chunk),
-                           col(DecisionRow.decided_by) == ENGINE,
-                           col(DecisionRow.outcome) == Outcome.NEEDS_REVIEW.value)):
+            for decision_id, request_id, sequence, ground_id, deadline, reference, body in (
+                    session.execute(
+                        select(DecisionRow.id,  # type: ignore[call-overload]
+                               DecisionRow.request_id, DecisionRow.sequence,
+                               DecisionRow.ground_id, DecisionRow.deadline,
+                               RequestRow.reference, RequestRow.requester_body)
+                        .join(RequestRow, col(RequestRow.id) == col(DecisionRow.request_id))
+                        .where(col(DecisionRow.request_id).in_(chunk),
+                               col(DecisionRow.decided_by) == ENGINE,
+                               col(DecisionRow.outcome) == Outcome.NEEDS_REVIEW.value))):
                 held = found.get(request_id)
                 if held is None or sequence > held.sequence:
-                    found[request_id] = UnderReview(request_id, decision_id, sequence)
+                    found[request_id] = UnderReview(request_id, decision_id, sequence,
+                                                    reference, ground_id, deadline, body)
     return [found[r] for r in request_ids if r in found]
 
 

@@ -22,6 +22,7 @@ from flows.faults import fault
 from flows.logs import get_logger
 from flows.pipeline import deadlines, decide, deliver, review_runs
 from flows.pipeline.take_in import take_in_file
+from flows.review import labels, queue
 from flows.runtime import Runtime, runtime
 from records.queue import (
     claim_requests,
@@ -30,6 +31,7 @@ from records.queue import (
     release_dead_workers,
     worker_name,
 )
+from records.review_queue import waiting_reviews
 
 
 @task(name="claim-requests", retries=2, retry_delay_seconds=[1, 5], persist_result=False,
@@ -120,7 +122,12 @@ def start_reviews(request_ids: list[str], flow_run_id: str | None = None) -> int
     sweep (:func:`start_missing_reviews`)."""
     started = 0
     for review in review_runs.under_review(runtime(), request_ids):
-        review_run = starts.start_review(review.request_id, review.sequence)
+        review_run = starts.start_review(
+            review.request_id, review.sequence,
+            name=labels.review_run_name(reference=review.reference, ground_id=review.ground_id,
+                                        deadline=review.deadline),
+            tags=labels.review_run_tags(ground_id=review.ground_id, body=review.body,
+                                        deadline=review.deadline))
         if review_run is not None:
             review_runs.record_review_started(runtime(), review, review_run,
                                               flow_run_id=flow_run_id)
@@ -145,7 +152,19 @@ def escalate_reviews(flow_run_id: str | None) -> int:
         events.emit(events.REVIEW_OVERDUE, request_id)
     for request_id in found["escalated"]:
         events.emit(events.REVIEW_ESCALATED, request_id)
+    if found["escalated"]:
+        with Session(runtime().ledger) as session:
+            escalated = [w for w in waiting_reviews(session=session)
+                         if w.request_id in set(found["escalated"])]
+        for review in escalated:
+            starts.tag_run(review.review_run_id, add=(labels.ESCALATED_TAG,))
     return len(found["escalated"])
+
+
+@task(name="publish-review-queue", persist_result=False, cache_policy=NONE)
+def publish_review_queue() -> bool:
+    """Publish the review queue artifact if it changed (:mod:`flows.review.queue`)."""
+    return queue.publish_review_queue(runtime())
 
 
 @task(name="list-drop-files", retries=2, retry_delay_seconds=[1, 5], persist_result=False,

@@ -16,20 +16,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 import structlog
 from prefect import flow, suspend_flow_run
 from prefect.client.orchestration import get_client
+from prefect.input import keyset_from_base_key, read_flow_run_input
+from prefect.input.run_input import RunInputMetadata
 from prefect.runtime import flow_run
 from sqlmodel import Session
 
-from flows import events
+from flows import events, starts
 from flows.faults import fault
 from flows.logs import get_logger
 from flows.pipeline import deliver, recorded, review_runs
 from flows.pipeline.tasks import deliver_reviewed
-from flows.review.form import FirstReview, describe, review_form
+from flows.review.case import AnswerShown, DecisionShown, case_markdown, publish_case
+from flows.review.form import Case, FirstReview, describe, review_form
+from flows.review.labels import ESCALATED_TAG, review_run_name
+from flows.review.queue import publish_review_queue
 from flows.runtime import Runtime, runtime
 from legal_bases.assessment import assess, with_review_trigger
 from legal_bases.decision import Decision
@@ -140,27 +146,102 @@ def load_review(rt: Runtime, request_id: str) -> Review | None:
                   reviewed=any(d.sequence > engine_row.sequence for d in decisions))
 
 
+def _case(rt: Runtime, review: Review) -> Case:
+    partner = rt.partners.get(review.request.partner_id)
+    return Case(request=review.parsed, request_id=review.request.id,
+                partner=partner.name if partner else review.request.partner_id,
+                body=review.request.requester_body,
+                ground_title=review.table.grounds[review.version.ground_id].title,
+                version=review.version, decision=review.engine,
+                deadline=review.engine_row.deadline)
+
+
+def _first_release(review: Review, first: ReviewAnswerRow) -> list[str]:
+    """What an accepted first answer releases: an approve the whole proposal, whatever was
+    (not) selected with it; an approve_partially its categories."""
+    if first.verdict == ReviewVerdict.APPROVE.value:
+        return [c.value for c in review.proposal]
+    return list(first.categories)
+
+
 def _form(rt: Runtime, review: Review) -> tuple[type[Any], str]:
     first = review.first
     shown_first = None
     with Session(rt.ledger) as session:
         names = reviewer_names(session=session, ids=[first.reviewer_id] if first else [])
+    releasable = review.proposal
     if first is not None:
         who = names.get(first.reviewer_id)
-        # an approve releases the whole proposal, whatever was (not) selected with it
-        released = ([c.value for c in review.proposal]
-                    if first.verdict == ReviewVerdict.APPROVE.value else first.categories)
+        released = _first_release(review, first)
         shown_first = FirstReview(who.name if who else first.reviewer_id,
                                   first.role or "", first.verdict, released, first.motivation)
-    partner = rt.partners.get(review.request.partner_id)
-    description = describe(
-        request=review.parsed, request_id=review.request.id,
-        partner=partner.name if partner else review.request.partner_id,
-        body=review.request.requester_body,
-        ground_title=review.table.grounds[review.version.ground_id].title,
-        version=review.version, decision=review.engine, deadline=review.engine_row.deadline,
-        today=received_on(datetime.now(UTC)), first=shown_first, refusal=review.refusal)
-    return review_form(review.proposal), description
+        releasable = tuple(Category(c) for c in released)
+    description = describe(_case(rt, review), today=received_on(datetime.now(UTC)),
+                           first=shown_first, refusal=review.refusal)
+    return review_form(releasable), description
+
+
+def _status_line(review: Review) -> str:
+    if review.first is None:
+        return "waiting for a reviewer" + (" (ESCALATED: past its deadline)"
+                                           if review.state == RequestState.ESCALATED.value
+                                           else "")
+    return "waiting for a second reviewer (four eyes)"
+
+
+def show_case(rt: Runtime, review: Review, status: str) -> None:
+    """Publish the case page of the review run (:mod:`flows.review.case`) as it stands."""
+    with Session(rt.ledger) as session:
+        answers = answers_for(session=session, request_id=review.request.id)
+        decisions = decisions_for(session=session, request_id=review.request.id)
+        state = status_of(session=session, request_id=review.request.id)
+        names = reviewer_names(session=session, ids=sorted({a.reviewer_id for a in answers}))
+    shown = []
+    for a in answers:
+        who = names.get(a.reviewer_id)
+        categories = (_first_release(review, a) if a.accepted and a.step == "first"
+                      else list(a.categories))
+        shown.append(AnswerShown(
+            seq=a.seq, answered_at=a.answered_at,
+            reviewer=f"{who.name} [{a.reviewer_id}]" if who else a.reviewer_id,
+            role=a.role or (who.role if who else ""), verdict=a.verdict,
+            categories=categories, accepted=a.accepted, step=a.step,
+            refusal=a.refusal_message or a.refusal_code))
+    reviewed = [d for d in decisions if d.sequence > review.engine_row.sequence
+                and d.decided_by != ENGINE]
+    decision = None if not reviewed else DecisionShown(
+        outcome=reviewed[-1].outcome, released=list(reviewed[-1].released),
+        decided_by=reviewed[-1].decided_by, decided_at=reviewed[-1].decided_at,
+        state=state.state if state else "unknown")
+    markdown = case_markdown(_case(rt, review), today=received_on(datetime.now(UTC)),
+                             status=status, answers=shown, decision=decision)
+    try:
+        publish_case(review.request.id, review.request.reference, markdown, status=status,
+                     title=review_run_name(reference=review.request.reference,
+                                           ground_id=review.engine_row.ground_id,
+                                           deadline=review.engine_row.deadline),
+                     run_id=str(flow_run.id) if flow_run.id else None)
+    except Exception as exc:  # the case page is a view; the review goes on without it
+        get_logger("review").warning("case_page_not_published", error=type(exc).__name__)
+
+
+def given_answer(form: type[Any], key: str, run_id: str | None) -> Any | None:
+    """The answer already given on the form ``key`` of this run (a resumed run's body runs
+    again from the top), or None if it waits for one: read directly, so the run log does not
+    say "Suspending flow run" once more for a form that was answered."""
+    if not run_id:
+        return None
+    keyset = keyset_from_base_key(f"suspended-{key}")
+    try:
+        value = read_flow_run_input(keyset["response"], flow_run_id=UUID(run_id))
+    except Exception:  # not readable now: suspending again returns it, as Prefect does
+        return None
+    if not value:
+        return None
+    answer = form(**cast(dict[str, Any], value))
+    answer._metadata = RunInputMetadata(key=keyset["response"], sender=None,
+                                        receiver=UUID(run_id))
+    return answer
 
 
 def submitted_at(answer: Any) -> datetime | None:
@@ -198,7 +279,9 @@ def take_answer(rt: Runtime, review: Review, answer: Any, *, flow_run_id: str | 
         if len(answers_for(session=session, request_id=review.request.id)) > review.seq:
             return "already_taken"
         given = ReviewAnswer(str(answer.reviewer_id), ReviewVerdict(answer.decision),
-                             tuple(Category(c) for c in answer.categories), str(answer.motivation))
+                             # a form for one releasable category asks for none
+                             tuple(Category(c) for c in getattr(answer, "categories", [])),
+                             str(answer.motivation))
         who = verify_code(session=session, reviewer_id=given.reviewer_id,
                           code=str(answer.code), seal=seal, now=code_time)
         first = review.first
@@ -261,10 +344,22 @@ def review_request(request_id: str) -> str:
                     continue
             with Session(rt.ledger) as session:
                 status = status_of(session=session, request_id=request_id)
-            return status.state if status else "unknown"
+            state = status.state if status else "unknown"
+            show_case(rt, review, f"decided; the request is {state}")
+            starts.tag_run(run_id, step="decided")
+            publish_review_queue(rt)
+            return state
         form, description = _form(rt, review)
-        answer = suspend_flow_run(
-            wait_for_input=form.with_initial_data(description=description),
-            key=f"review-{review.seq}")
+        key = f"review-{review.seq}"
+        answer = given_answer(form, key, run_id)
+        if answer is None:
+            show_case(rt, review, _status_line(review))
+            # the tags say where the review stands (also after an escalation by the sweep
+            # that came before this run was on the record)
+            starts.tag_run(run_id, step="second" if review.first else "first",
+                           add=(ESCALATED_TAG,) if review.state == RequestState.ESCALATED.value
+                           else ())
+            answer = suspend_flow_run(
+                wait_for_input=form.with_initial_data(description=description), key=key)
         take_answer(rt, review, answer, flow_run_id=run_id, submitted=submitted_at(answer))
         fault("review_taken")

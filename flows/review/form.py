@@ -25,27 +25,45 @@ from legal_bases.ground import GroundVersion
 from legal_bases.request import DisclosureRequest
 from legal_bases.vocabulary import Category, ReviewVerdict
 
-VERDICT_HELP = ("approve: release the whole proposal · approve_partially: release only the "
-                "categories selected below · reject: release nothing")
+VERDICT_HELP = {
+    ReviewVerdict.APPROVE.value: "approve: release everything offered",
+    ReviewVerdict.APPROVE_PARTIALLY.value: "approve_partially: release only the categories "
+                                           "selected below",
+    ReviewVerdict.REJECT.value: "reject: release nothing",
+}
 
 
-def review_form(proposal: tuple[Category, ...]) -> type[RunInput]:
-    """The form for a request whose proposal releases ``proposal``: only those are offered."""
-    choice: Any = Literal[tuple(c.value for c in proposal)]
-    verdict: Any = Literal[tuple(v.value for v in ReviewVerdict)]
+def review_form(releasable: tuple[Category, ...]) -> type[RunInput]:
+    """The form for a review that can release at most ``releasable`` (the engine's proposal,
+    or for a second reviewer what the first approved): only those are offered.
+
+    The decision is required (no default: a reviewer chooses). Categories are asked for only
+    where they matter: with two or more releasable, ``approve_partially`` and the
+    categories to release are offered; with one, narrowing is a rejection, so the form offers
+    approve or reject and no categories field.
+    """
+    narrowable = len(releasable) > 1
+    verdicts = [v.value for v in ReviewVerdict
+                if narrowable or v is not ReviewVerdict.APPROVE_PARTIALLY]
+    verdict: Any = Literal[tuple(verdicts)]
+    help_text = " · ".join(VERDICT_HELP[v] for v in verdicts)
     fields: dict[str, Any] = {
         "decision": (verdict, Field(
-            default=ReviewVerdict.APPROVE.value, title="Decision", description=VERDICT_HELP,
-            json_schema_extra={"position": 0})),
-        "categories": (list[choice], Field(
+            title="Decision", description=help_text, json_schema_extra={"position": 0})),
+    }
+    if narrowable:
+        choice: Any = Literal[tuple(c.value for c in releasable)]
+        fields["categories"] = (list[choice], Field(
             # Empty unless chosen: the UI sends no ``categories`` when none is selected, and a
             # default of the whole proposal would put categories in the answer the reviewer
             # never chose (approve_partially "chose the whole proposal"; a second reviewer's
             # approve "widened" a narrowed first review).
-            default_factory=list, title="Categories to release",
-            description="For approve_partially: the categories to release (the others are "
-                        "withheld). Only what the ground allows for this request is offered.",
-            json_schema_extra={"position": 1})),
+            default_factory=list, title="Categories to release (approve_partially only)",
+            description="Only for approve_partially: the categories to release (the others "
+                        "are withheld). Leave empty for approve and reject. Only what can "
+                        "still be released for this request is offered.",
+            json_schema_extra={"position": 1}))
+    fields |= {
         "motivation": (str, Field(
             min_length=limits.MIN_MOTIVATION_CHARS, max_length=limits.MAX_MOTIVATION_CHARS,
             title="Motivation",
@@ -76,18 +94,49 @@ class FirstReview:
     motivation: str
 
 
-def describe(*, request: DisclosureRequest, request_id: str, partner: str, body: str,
-             ground_title: str, version: GroundVersion, decision: Decision,
-             deadline: date | None, today: date, first: FirstReview | None,
+@dataclass(frozen=True)
+class Case:
+    """What a reviewer is told about a request: the request, its ground, the engine's
+    proposal and why a person must decide (subjects masked and counted)."""
+
+    request: DisclosureRequest
+    request_id: str
+    partner: str
+    body: str
+    ground_title: str
+    version: GroundVersion
+    decision: Decision
+    deadline: date | None
+
+
+def describe(case: Case, *, today: date, first: FirstReview | None,
              refusal: str | None) -> str:
     """The Markdown account the reviewer reads above the form."""
     lines: list[str] = []
     if refusal:
         lines += [f"> **Your last answer was not accepted:** {refusal}", ""]
-    lines += [f"### Request `{request.reference}` from {partner} ({body})",
-              f"Ledger id `{request_id}`", ""]
+    lines += case_account(case, today=today)
+    if first is not None:
+        lines += ["---", "#### Four eyes: a special category would be released",
+                  f"**First review** by {first.reviewer} ({first.role}): `{first.verdict}`"
+                  + (f" — {', '.join(first.categories)}" if first.categories else ""),
+                  f"> {first.motivation}", "",
+                  "You are the second reviewer: confirm, narrow (approve_partially with fewer "
+                  "categories) or reject. You cannot be the first reviewer.", ""]
+    lines.append("*Fill in the form below. Your reviewer id and current one-time code are "
+                 "checked by the engine; the decision is recorded in the ledger with your "
+                 "motivation, and only then is anything delivered.*")
+    return "\n".join(lines)
+
+
+def case_account(case: Case, *, today: date) -> list[str]:
+    """The case in Markdown lines: the same on the form and on the review run's page."""
+    request, decision, version, deadline = (case.request, case.decision, case.version,
+                                            case.deadline)
+    lines = [f"### Request `{request.reference}` from {case.partner} ({case.body})",
+             f"Ledger id `{case.request_id}`", ""]
     citation = version.citation
-    lines += [f"**Ground:** `{version.ground_id}` — {ground_title}",
+    lines += [f"**Ground:** `{version.ground_id}` — {case.ground_title}",
               f"[{citation.short}]({citation.url}) · version `{version.id}`", ""]
     lines.append(f"**Purpose:** {request.purpose.value}  ")
     lines.append(f"**Case reference:** {request.case_reference or '—'}  ")
@@ -125,14 +174,4 @@ def describe(*, request: DisclosureRequest, request_id: str, partner: str, body:
         when = (f"{days} day(s) left" if days > 0 else "today" if days == 0
                 else f"{-days} day(s) OVERDUE")
         lines += [f"**Deadline:** {deadline.isoformat()} ({when})", ""]
-    if first is not None:
-        lines += ["---", "#### Four eyes: a special category would be released",
-                  f"**First review** by {first.reviewer} ({first.role}): `{first.verdict}`"
-                  + (f" — {', '.join(first.categories)}" if first.categories else ""),
-                  f"> {first.motivation}", "",
-                  "You are the second reviewer: confirm, narrow (approve_partially with fewer "
-                  "categories) or reject. You cannot be the first reviewer.", ""]
-    lines.append("*Fill in the form below. Your reviewer id and current one-time code are "
-                 "checked by the engine; the decision is recorded in the ledger with your "
-                 "motivation, and only then is anything delivered.*")
-    return "\n".join(lines)
+    return lines
