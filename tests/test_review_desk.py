@@ -29,6 +29,7 @@ from review_support import (
 )
 
 from flows.review.case import case_key
+from flows.review.form import plain
 from flows.review.labels import due_week, review_run_name, review_run_tags, shown_reference
 from flows.review.queue import QUEUE_KEY, queue_markdown, queue_rows, when
 from records.review_queue import FirstAnswer, WaitingReview
@@ -245,3 +246,12 @@ def test_a_form_with_one_releasable_category_asks_for_a_decision_and_no_categori
     assert final.state.is_completed(), final.state
     _, reviewed = system.decisions(request_id)
     assert (reviewed.outcome, reviewed.released) == ("approved", ["personalia"])
+
+
+def test_a_partners_free_text_reaches_the_reviewer_as_text_not_as_markup() -> None:
+    hostile = "see [the file](http://evil.example) <img src=x onerror=alert(1)> **now** `x`"
+    shown = plain(hostile)
+    assert shown.startswith("`")
+    assert shown.endswith("`")
+    assert shown.count("`") == 2  # one code span: nothing inside it is markup
+    assert "http://evil.example" in shown

@@ -94,6 +94,15 @@ class FirstReview:
     motivation: str
 
 
+def plain(text: str) -> str:
+    """A partner's free text (a case reference, an authorisation's reference) as Markdown
+    shows it literally: a code span, in which no link, autolink, image, HTML or emphasis of the
+    partner's making reaches the reviewer's screen (a backtick, which would end the span,
+    is shown as an apostrophe)."""
+    literal = text.replace("`", "'")
+    return f"`{literal}`"
+
+
 @dataclass(frozen=True)
 class Case:
     """What a reviewer is told about a request: the request, its ground, the engine's
@@ -139,9 +148,9 @@ def case_account(case: Case, *, today: date) -> list[str]:
     lines += [f"**Ground:** `{version.ground_id}` — {case.ground_title}",
               f"[{citation.short}]({citation.url}) · version `{version.id}`", ""]
     lines.append(f"**Purpose:** {request.purpose.value}  ")
-    lines.append(f"**Case reference:** {request.case_reference or '—'}  ")
+    lines.append(f"**Case reference:** {plain(request.case_reference or '—')}  ")
     if request.authorisations:
-        shown = ", ".join(f"{a.kind.value} {a.reference}"
+        shown = ", ".join(f"{a.kind.value} {plain(a.reference)}"
                           + (f" (issued {a.issued_on.isoformat()})" if a.issued_on else "")
                           for a in request.authorisations)
         lines.append(f"**Authorisations:** {shown}  ")
