@@ -607,3 +607,48 @@ def test_what_each_answer_released_follows_the_review_rules() -> None:
     assert released == {0: ("gezondheid", "personalia"), 1: ("gezondheid", "personalia"),
                         2: ("gezondheid", "personalia"), 3: ("gezondheid", "personalia"),
                         4: ("personalia",), 5: ("personalia",), 6: ()}
+
+
+# -- audit verify and the review queue ---------------------------------------------------------
+
+def test_audit_verify_reads_consistently(world: World, disclosure: Callable[..., Output]) -> None:
+    """Every count on the ``checked`` line is the number of rows the ledger holds; the head it
+    tells the auditor to write down is the chain's last event; and ``--expect-head`` with that
+    very anchor says so."""
+    shown = disclosure("audit", "verify")
+    assert shown.code == 0, shown.err
+    with Session(world.rt.ledger) as session:
+        def count(model: Any) -> int:
+            return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+        last = session.execute(select(AuditEvent).order_by(col(AuditEvent.seq).desc())
+                               .limit(1)).scalar_one()
+        expected = (f"{count(AuditEvent)} audit events (hash chain), "
+                    f"{count(RequestRow)} requests with {count(RequestSubject)} subjects, "
+                    f"{count(DecisionRow)} decisions")
+    checked = next(line for line in shown.out.splitlines() if line.startswith("  checked"))
+    events, _, rest = expected.partition(", ")
+    assert events in checked
+    assert rest in checked
+    assert f"  chain head  seq {last.seq} {last.hash}" in shown.out
+    verdict = re.search(r"^Record intact(?: \((\d+) warning\(s\) below\))?\.$", shown.out, re.M)
+    assert verdict is not None, shown.out
+    warnings = [line for line in shown.out.splitlines() if line.startswith("  warning ")]
+    assert len(warnings) == int(verdict.group(1) or 0)  # the warnings it announces are listed
+    anchored = disclosure("audit", "verify", "--expect-head", f"{last.seq}:{last.hash}")
+    assert anchored.code == 0, anchored.err
+    assert f"anchor      seq {last.seq} {last.hash}: still in the chain, unchanged" in anchored.out
+    assert "disclosure audit verify" in README
+    assert "(`audit verify`, exit 0 intact, 1 broken)" in README
+
+
+def test_the_review_queue_command_reads_consistently(world: World,
+                                                     disclosure: Callable[..., Output]) -> None:
+    """Every review of this history was decided: the queue says none waits, with the same
+    words the README uses."""
+    shown = disclosure("reviews")
+    assert shown.code == 0, shown.err
+    today = received_on(datetime.now(UTC)).isoformat()
+    assert shown.out.splitlines() == [
+        f"0 review(s) waiting on {today}: 0 overdue, 0 escalated. Open a review run, then "
+        "Resume to decide."]
+    assert "disclosure reviews" in README
