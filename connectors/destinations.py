@@ -120,6 +120,12 @@ class Destination(ABC):
     def deliver(self, *, idempotency_key: str, document: Mapping[str, Any]) -> Receipt:
         """Deliver ``document`` once under ``idempotency_key``; a repeat is no second delivery."""
 
+    def held(self, idempotency_key: str) -> tuple[Receipt, bytes] | None:
+        """What the destination already holds under ``idempotency_key`` (its receipt and the
+        bytes), if it can tell; None if not, or if it cannot look (then a delivery under the
+        same key is the way to find out: a repeat is answered with the first receipt)."""
+        return None
+
 
 # -- file drop ----------------------------------------------------------------------------------
 
@@ -173,6 +179,19 @@ class FileDrop(Destination):
         log.info("document_delivered", kind=self.kind, partner_id=self.partner_id,
                  idempotency_key=key, size=len(body), status=status.value)
         return receipt
+
+    def held(self, idempotency_key: str) -> tuple[Receipt, bytes] | None:
+        key = check_idempotency_key(idempotency_key)
+        target = self.folder / f"{key}.json"
+        try:
+            body = target.read_bytes()
+            delivered_at = datetime.fromtimestamp(target.stat().st_mtime, UTC)
+        except FileNotFoundError:
+            return None
+        return Receipt(kind=self.kind, location=str(target), idempotency_key=key,
+                       sha256=hashlib.sha256(body).hexdigest(), size=len(body),
+                       status=ReceiptStatus.REPEAT, delivered_at=delivered_at,
+                       detail={"partner_id": self.partner_id}), body
 
     def _write(self, target: Path, key: str, body: bytes, digest: str) -> ReceiptStatus:
         if target.exists():

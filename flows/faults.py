@@ -29,8 +29,8 @@ from legal_bases.errors import DisclosureError
 
 ENVIRONMENT = "DISCLOSURE_FAULTS"
 #: The points the pipeline offers, in the order a request passes them.
-POINTS = ("claimed", "decided", "fetched", "delivering", "delivered", "recorded",
-          "review_taken")
+POINTS = ("claimed", "decided", "fetched", "part_delivered", "delivering", "delivered",
+          "recorded", "review_taken")
 
 _hits: Counter[str] = Counter()
 

@@ -28,6 +28,9 @@ DISPATCH_BATCH_SIZE = 500
 CLAIM_LEASE_SECONDS = 30
 CLAIM_RENEW_SECONDS = 10
 DELIVERY_RECORD_CHUNK = 100
+#: A request with more subjects than this is delivered in parts of this many subjects, each
+#: fetched and sent on its own, with a manifest last (flows/pipeline/bulk.py).
+BULK_PART_SUBJECTS = 10_000
 DROPOFF_FILES_PER_TASK = 100
 DISPATCH_SWEEP_SECONDS = 30
 DROPOFF_SWEEP_SECONDS = 15

@@ -21,6 +21,7 @@ from connectors.errors import (
 from connectors.register import FetchResult
 from flows.faults import fault
 from flows.logs import get_logger
+from flows.pipeline import bulk
 from flows.pipeline.recorded import chunks, parse_submission, requests_in
 from flows.runtime import Runtime
 from legal_bases import limits
@@ -141,7 +142,8 @@ def delivery_document(request: RequestRow, decision: DecisionRow, version: Groun
 
 
 def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: str | None,
-                     ) -> Delivered:
+                     run_part: bulk.PartRunner[bulk.PartReceipt] | None = None,
+                     progress: bulk.Progress | None = None) -> Delivered:
     """Fetch the released categories and deliver each decided request once, receipt recorded.
 
     Data leaves only through the gate (:mod:`records.release`): the request was accepted as
@@ -152,14 +154,16 @@ def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: st
     review instead. A destination that refuses for good fails the request (an operator acts);
     any other delivery failure leaves it decided, and the next sweep tries again. If the
     register is unreachable the step raises (the task retries): nothing half-fetched goes out.
-    The register is read once per chunk and kind of release, not once per request.
+    The register is read once per chunk and kind of release, not once per request. A bulk
+    request (:mod:`flows.pipeline.bulk`) is delivered in parts, each run by ``run_part`` (a
+    Prefect task of its own in a flow run), with ``progress`` told after each part.
     """
     log = get_logger("delivery")
     pending, skipped = _deliverable(rt, request_ids)
     total = Delivered(skipped=skipped)
     for start in range(0, len(pending), limits.DELIVERY_RECORD_CHUNK):
         part = _deliver_chunk(rt, pending[start:start + limits.DELIVERY_RECORD_CHUNK],
-                              flow_run_id)
+                              flow_run_id, run_part=run_part, progress=progress)
         total.add(part)
     counts = {k: v for k, v in vars(total).items() if not isinstance(v, list)}
     log.info("batch_delivered", **counts, to_review=len(total.to_review),
@@ -167,12 +171,14 @@ def deliver_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: st
     return total
 
 
-def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | None,
-                   ) -> Delivered:
+def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | None, *,
+                   run_part: bulk.PartRunner[bulk.PartReceipt] | None = None,
+                   progress: bulk.Progress | None = None) -> Delivered:
     part = Delivered()
     now = datetime.now(UTC)
     allowed, aside = _through_gate(rt, chunk, flow_run_id=flow_run_id, at=now)
-    fetched = _fetch_chunk(rt, allowed)
+    fetched = _fetch_chunk(rt, [p for p in allowed if not bulk.is_bulk(p.request)])
+    fetched |= {p.decision.id: _bulk_ready(rt, p) for p in allowed if bulk.is_bulk(p.request)}
     fault("fetched")
     items: list[DeliveryItem] = []
     failures: list[DeliveryFailure] = []
@@ -180,11 +186,18 @@ def _deliver_chunk(rt: Runtime, chunk: Sequence[_Pending], flow_run_id: str | No
     for pending in allowed:
         request, decision = pending.request, pending.decision
         got = fetched[decision.id]
-        if isinstance(got, _Fetched) and got.result.shielded and _shielding_unweighed(pending):
+        if (isinstance(got, _Fetched | _Bulk) and got.shielded
+                and _shielding_unweighed(pending)):
             again.append(pending)
             continue
         try:
-            item = _deliver_one(rt, request, decision, got, flow_run_id)
+            if isinstance(got, _Bulk):
+                item = bulk.deliver_in_parts(
+                    rt, request, decision, parsed=got.parsed, version=got.version,
+                    header=_header(request, decision, got.version), flow_run_id=flow_run_id,
+                    run_part=run_part, progress=progress)
+            else:
+                item = _deliver_one(rt, request, decision, got, flow_run_id)
         except (DeliveryRejectedError, IdempotencyConflictError,
                 IdentifiersInPseudonymisedFetchError, IdentifierLeakError) as exc:
             failures.append(_failure(request, decision, exc, True, flow_run_id))
@@ -287,15 +300,51 @@ class _Fetched:
     version: GroundVersion
     result: FetchResult
 
+    @property
+    def shielded(self) -> bool:
+        return bool(self.result.shielded)
+
+
+@dataclass(frozen=True)
+class _Bulk:
+    """A bulk request ready to go out in parts: its subjects are not fetched here."""
+
+    version: GroundVersion
+    parsed: DisclosureRequest
+    shielded: bool
+
+
+def _bulk_ready(rt: Runtime, pending: _Pending) -> _Bulk | Exception:
+    """What a bulk request needs before its first part goes: the ground version, and whether a
+    subject is shielded now (asked of the register in one cheap query, before anything is sent,
+    so a shielded subject sends the request back to review, not half delivered)."""
+    request, decision = pending.request, pending.decision
+    parsed = parse_submission(request)
+    if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
+        return ReleaseRefusedError("request_invalid")
+    try:
+        version = table_of(rt, decision).version(decision.ground_version)
+    except DisclosureError as exc:
+        return exc
+    return _Bulk(version, parsed, bool(rt.register.shielded(parsed.subjects)))
+
+
+def _header(request: RequestRow, decision: DecisionRow, version: GroundVersion,
+            ) -> dict[str, Any]:
+    """The ``disclosure`` part every document of a decision's delivery carries."""
+    empty = FetchResult(records=[], not_found=[], shielded=[])
+    header: dict[str, Any] = delivery_document(request, decision, version, empty)["disclosure"]
+    return header
+
 
 def _fetch_chunk(rt: Runtime, chunk: Sequence[_Pending],
-                 ) -> dict[str, _Fetched | Exception]:
+                 ) -> dict[str, _Fetched | _Bulk | Exception]:
     """The register's records for each decision of a chunk, one fetch per kind of release.
 
     Decisions that release the same categories (to the same recipient, where the ground
     pseudonymises) share one fetch of all their subjects; each then gets its own subjects only.
     """
-    out: dict[str, _Fetched | Exception] = {}
+    out: dict[str, _Fetched | _Bulk | Exception] = {}
     groups: dict[tuple[tuple[str, ...], str | None],
                  list[tuple[DecisionRow, DisclosureRequest, GroundVersion]]] = {}
     for pending in chunk:

@@ -6,12 +6,15 @@ record), and none is cached. Retries sit where the outside world can fail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from sqlmodel import Session
 
@@ -20,7 +23,8 @@ from connectors.dropoff import DropFile, DropFileChangedError
 from flows import events, starts
 from flows.faults import fault
 from flows.logs import get_logger
-from flows.pipeline import deadlines, decide, deliver, review_runs
+from flows.pipeline import bulk, deadlines, decide, deliver, review_runs
+from flows.pipeline.claims import ClaimKeeper
 from flows.pipeline.take_in import take_in_file
 from flows.review import labels, queue
 from flows.runtime import Runtime, runtime
@@ -83,12 +87,44 @@ def decide_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, l
     return asdict(decided)
 
 
+@task(name="deliver-part", persist_result=False, cache_policy=NONE)
+def deliver_part(work: Callable[[], bulk.PartReceipt], number: int) -> bulk.PartReceipt:
+    """Fetch and deliver one part of a bulk request (:mod:`flows.pipeline.bulk`): a task per
+    part, so the run shows each part and a crash shows where it stopped."""
+    return work()
+
+
+def _run_part(work: Callable[[], bulk.PartReceipt], number: int) -> bulk.PartReceipt:
+    return deliver_part.with_options(task_run_name=f"deliver-part-{number}")(work, number)
+
+
+class BulkProgress:
+    """The progress artifact of a run delivering a bulk request: parts delivered of all."""
+
+    def __init__(self) -> None:
+        self.artifact_id: UUID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100.0 * done / total if total else 100.0
+        try:
+            if self.artifact_id is None:
+                self.artifact_id = cast(UUID, create_progress_artifact(
+                    percent, description=f"Bulk delivery: {done} of {total} parts"))
+            else:
+                update_progress_artifact(self.artifact_id, percent,
+                                         description=f"Bulk delivery: {done} of {total} parts")
+        except Exception as exc:  # progress is a view; the delivery goes on without it
+            get_logger("delivery").warning("progress_not_published", error=type(exc).__name__)
+
+
 @task(name="deliver-requests", retries=3, retry_delay_seconds=[2, 10, 30], persist_result=False,
       cache_policy=NONE)
 def deliver_batch(request_ids: list[str], flow_run_id: str | None) -> dict[str, Any]:
     """Fetch and deliver the decided requests of a batch, once each; returns counts, and the
-    ids of the requests sent (back) to review because a subject is shielded now."""
-    done = deliver.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id)
+    ids of the requests sent (back) to review because a subject is shielded now. A bulk
+    request goes out in parts, a task each, with a progress artifact."""
+    done = deliver.deliver_requests(runtime(), request_ids, flow_run_id=flow_run_id,
+                                    run_part=_run_part, progress=BulkProgress())
     for request_id in done.set_aside:
         events.emit(events.REQUEST_SET_ASIDE, request_id, step="deliver")
     return asdict(done)
@@ -107,7 +143,9 @@ def deliver_reviewed(request_id: str, flow_run_id: str | None) -> dict[str, Any]
     if not claimed:
         return {"claimed": False, "delivered": 0, "to_review": [], "set_aside": []}
     try:
-        done = deliver_batch.fn(claimed, flow_run_id)
+        # a bulk delivery outlasts a lease: the claim is renewed while it goes on
+        with ClaimKeeper(rt.ledger, worker, lease=lease_of(rt)):
+            done = deliver_batch.fn(claimed, flow_run_id)
     finally:
         with Session(rt.ledger) as session, session.begin():
             release_claims(session=session, worker=worker, request_ids=claimed)
