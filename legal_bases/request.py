@@ -16,7 +16,7 @@ from typing import Any
 from legal_bases import limits, strict_json
 from legal_bases.errors import FieldError, InvalidRequestError
 from legal_bases.identifiers import mask
-from legal_bases.validator import thread_validator
+from legal_bases.validator import compiled_check, thread_validator
 from legal_bases.vocabulary import AuthorisationKind, Category, Purpose, SubjectIdType
 
 
@@ -85,15 +85,18 @@ def validation_errors(raw: object, *, received_on: date | None = None) -> list[F
     """Every problem with a submitted request body, or an empty list if it is valid.
 
     With ``received_on`` a due date is also checked against the reference date the request
-    defaults to (the day of receipt) when it names none.
+    defaults to (the day of receipt) when it names none. A request the schema's compiled check
+    accepts is not shown to cerberus (:func:`~legal_bases.validator.compiled_check`); any other
+    is, and every error comes from there.
     """
     if not isinstance(raw, dict):
         return [FieldError("", "wrong_type", "a request must be a JSON object")]
-    validator = thread_validator("request")
-    if validator.validate(raw, normalize=False):
-        errors: list[FieldError] = []
-    else:
-        errors = validator.field_errors()
+    accepts = compiled_check("request")
+    errors: list[FieldError] = []
+    if accepts is None or not accepts(raw):  # cerberus says what is wrong, if anything
+        validator = thread_validator("request")
+        if not validator.validate(raw, normalize=False):
+            errors = validator.field_errors()
     due, ref = raw.get("due_date"), raw.get("reference_date")
     if ref is None and received_on is not None:
         ref = received_on.isoformat()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from legal_bases.errors import DisclosureError
 
 #: Longest key echoed in an error (a key is partner-chosen text).
 _KEY_SHOWN = 64
+#: A NUL character or a surrogate code point (in text read from JSON, only an unpaired one).
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 
 class DuplicateKeyError(DisclosureError, ValueError):
@@ -124,4 +127,4 @@ def bad_character_path(data: Any) -> str | None:
 
 
 def _bad(text: str) -> bool:
-    return "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+    return _BAD_CHARACTER.search(text) is not None

@@ -5,6 +5,13 @@ first used. Domain checks are ``_check_with_*`` methods here; the closed vocabul
 rule, ``vocabulary``. A validator is created per document (cerberus validators are not
 thread-safe); errors come out as :class:`~legal_bases.errors.FieldError` values with a dotted
 path, a stable code and a message.
+
+Cerberus walks a document rule by rule through generic machinery (a child validator per list of
+items, the rules ordered anew for every field), which costs far more than the checks themselves.
+:func:`compiled_check` therefore turns a schema once into plain checks that say whether a
+document passes every rule, the domain checks being the same functions the validator calls. A
+document it accepts is valid; anything it does not accept goes to cerberus, which says why, so
+every error, its code and its message still come from cerberus and the domain checks.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from enum import StrEnum
 from functools import cache
@@ -76,35 +83,21 @@ class DisclosureValidator(Validator):  # type: ignore[misc]
         {'type': 'string', 'allowed': ['body', 'purpose', 'category', 'ordinary_category',
          'special_category', 'authorisation_kind', 'review_mode']}
         """
-        if isinstance(value, str) and value not in _VOCABULARY_SETS[vocabulary]:
-            allowed = ", ".join(VOCABULARIES[vocabulary])
-            if vocabulary == "ordinary_category" and value in _VOCABULARY_SETS["special_category"]:
-                message = f"{value!r} is a special category; list it under special_categories"
-            elif vocabulary == "special_category" and value in _VOCABULARY_SETS["category"]:
-                message = f"{value!r} is not a special category; list it under categories"
-            else:
-                kind = vocabulary.replace("_", " ")
-                message = f"{value!r} is not a known {kind}; one of: {allowed}"
+        message = vocabulary_problem(vocabulary, value)
+        if message is not None:
             self._domain_error(field, "unknown_value", message)
 
     # -- domain checks -----------------------------------------------------------------------
 
     def _check_with_iso_date(self, field: str, value: object) -> None:
-        if value is None:
-            return
-        if not isinstance(value, str) or not _ISO_DATE.match(value):
-            self._domain_error(field, "bad_date", f"{value!r} is not a date written as YYYY-MM-DD")
-            return
-        try:
-            date.fromisoformat(value)
-        except ValueError as exc:
-            self._domain_error(field, "bad_date", f"{value!r} is not a date: {exc}")
+        message = iso_date_problem(value)
+        if message is not None:
+            self._domain_error(field, "bad_date", message)
 
     def _check_with_visible_text(self, field: str, value: object) -> None:
         """Text that says something: not only spaces or invisible characters (a case reference
         of a blank or a zero-width space is no case reference)."""
-        if isinstance(value, str) and not any(
-                unicodedata.category(c)[0] not in "ZC" for c in value):
+        if is_blank(value):
             self._domain_error(field, "blank", "must hold visible characters, not only spaces "
                                                "or invisible ones")
 
@@ -113,28 +106,8 @@ class DisclosureValidator(Validator):  # type: ignore[misc]
         if not isinstance(subjects, list):
             return
         base = self._path(field)
-        for index, subject in enumerate(subjects):
-            if type(subject) is dict and len(subject) == 1:
-                (key, number), = subject.items()
-                if key == "bsn":
-                    problem = bsn_problem(number)
-                elif key == "onderwijsnummer":
-                    problem = onderwijsnummer_problem(number)
-                else:
-                    self._record(f"{base}.{index}.{key}", "unknown_field",
-                                 "a subject is identified by bsn or onderwijsnummer")
-                    continue
-                if problem is not None:
-                    code = "invalid_bsn" if key == "bsn" else "invalid_onderwijsnummer"
-                    self._record(f"{base}.{index}.{key}", code, problem)
-            elif isinstance(subject, dict):
-                keys = sorted(k for k in subject if k in _SUBJECT_KEYS)
-                message = ("needs exactly one of bsn, onderwijsnummer"
-                           if len(keys) != 1 else "has fields other than its identifier")
-                self._record(f"{base}.{index}", "bad_subject", message)
-            else:
-                self._record(f"{base}.{index}", "wrong_type",
-                             "must be an object such as {\"bsn\": \"111222333\"}")
+        for where, code, message in subject_problems(subjects):
+            self._record(f"{base}.{where}", code, message)
         if self._config["field_errors"]:
             self._error(field, "see field_errors")
 
@@ -155,6 +128,65 @@ class DisclosureValidator(Validator):  # type: ignore[misc]
         found = [_from_cerberus(e) for e in _leaves(self._errors)]
         found.extend(self._config["field_errors"])
         return sorted(found, key=lambda e: _natural_key(e.path))
+
+
+# -- the domain checks as functions: the validator's methods and the compiled checks share them --
+
+def vocabulary_problem(vocabulary: str, value: object) -> str | None:
+    """Why ``value`` is not a slug of the named vocabulary, or None (also for a non-string)."""
+    if not isinstance(value, str) or value in _VOCABULARY_SETS[vocabulary]:
+        return None
+    if vocabulary == "ordinary_category" and value in _VOCABULARY_SETS["special_category"]:
+        return f"{value!r} is a special category; list it under special_categories"
+    if vocabulary == "special_category" and value in _VOCABULARY_SETS["category"]:
+        return f"{value!r} is not a special category; list it under categories"
+    kind = vocabulary.replace("_", " ")
+    return f"{value!r} is not a known {kind}; one of: {', '.join(VOCABULARIES[vocabulary])}"
+
+
+def iso_date_problem(value: object) -> str | None:
+    """Why ``value`` is not a date written as YYYY-MM-DD, or None (also for None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        return f"{value!r} is not a date written as YYYY-MM-DD"
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        return f"{value!r} is not a date: {exc}"
+    return None
+
+
+def is_blank(value: object) -> bool:
+    """Text of only spaces or invisible characters (or none at all)."""
+    return isinstance(value, str) and not any(
+        unicodedata.category(c)[0] not in "ZC" for c in value)
+
+
+def subject_problems(subjects: list[Any]) -> Iterator[tuple[str, str, str]]:
+    """Every bad subject of a subject list, in one pass: (its path within the list, code,
+    message). A subject is an object with exactly one identifier, ``bsn`` or ``onderwijsnummer``."""
+    for index, subject in enumerate(subjects):
+        if type(subject) is dict and len(subject) == 1:
+            (key, number), = subject.items()
+            if key == "bsn":
+                problem = bsn_problem(number)
+            elif key == "onderwijsnummer":
+                problem = onderwijsnummer_problem(number)
+            else:
+                yield (f"{index}.{key}", "unknown_field",
+                       "a subject is identified by bsn or onderwijsnummer")
+                continue
+            if problem is not None:
+                code = "invalid_bsn" if key == "bsn" else "invalid_onderwijsnummer"
+                yield f"{index}.{key}", code, problem
+        elif isinstance(subject, dict):
+            keys = sorted(k for k in subject if k in _SUBJECT_KEYS)
+            message = ("needs exactly one of bsn, onderwijsnummer"
+                       if len(keys) != 1 else "has fields other than its identifier")
+            yield f"{index}", "bad_subject", message
+        else:
+            yield f"{index}", "wrong_type", "must be an object such as {\"bsn\": \"111222333\"}"
 
 
 def _leaves(errs: Any) -> Iterator[Any]:
@@ -253,6 +285,127 @@ def thread_validator(schema_name: str) -> DisclosureValidator:
     if validator is None:
         validator = cached[schema_name] = new_validator(schema_name)
     return validator
+
+
+# -- compiled checks -------------------------------------------------------------------------
+
+#: A compiled check: True only where cerberus would find nothing wrong; False where it might.
+Check = Callable[[Any], bool]
+
+#: What each ``check_with`` of the schemas accepts without a word, as a compiled check.
+_COMPILED_DOMAIN_CHECKS: dict[str, Check] = {
+    "iso_date": lambda value: iso_date_problem(value) is None,
+    "visible_text": lambda value: not is_blank(value),
+    "subjects": lambda value: (not isinstance(value, list)
+                               or next(subject_problems(value), None) is None),
+}
+#: The cerberus types a compiled check knows, each as the one Python type it accepts (stricter
+#: than cerberus, which takes any sequence as a list: anything else is left to cerberus).
+_EXACT_TYPES: dict[str, type[Any]] = {"string": str, "list": list, "dict": dict}
+_COMPILED_RULES = frozenset({"type", "required", "nullable", "empty", "minlength", "maxlength",
+                             "regex", "vocabulary", "check_with", "schema"})
+
+
+class _NotCompiledError(Exception):
+    """A schema uses a rule the compiled checks do not know (cerberus alone checks it)."""
+
+
+@cache
+def compiled_check(schema_name: str, part: str | None = None) -> Check | None:
+    """A named schema (or one part of it) compiled into plain checks: a function that is True
+    only for a document cerberus accepts (:meth:`DisclosureValidator.validate` without
+    normalisation), and False for any other — it never says why; ask cerberus for that.
+
+    None if the schema uses a rule this does not compile (then cerberus checks every document).
+    Cerberus checks the schema itself first. The check holds no state: threads share it.
+    """
+    document_schema = new_validator(schema_name, part).schema
+    try:
+        return _compile_mapping(dict(document_schema))
+    except _NotCompiledError:
+        return None
+
+
+def _compile_mapping(fields: dict[str, Any]) -> Check:
+    """A check of a mapping: the required fields present, no other fields, each field valid."""
+    checks = {name: _compile_field(rules) for name, rules in fields.items()}
+    required = frozenset(name for name, rules in fields.items() if rules.get("required") is True)
+
+    def check(document: Any) -> bool:
+        if type(document) is not dict or not document.keys() >= required:
+            return False
+        for name, value in document.items():
+            field_check = checks.get(name)
+            if field_check is None or not field_check(value):
+                return False
+        return True
+    return check
+
+
+def _compile_field(rules: Any) -> Check:
+    """A check of one value against a field's rules, the way cerberus applies them: ``nullable``
+    first (a None ends it, but for the domain checks), then type, emptiness, lengths, pattern,
+    vocabulary, the domain check and the rules of the items or fields inside."""
+    if not isinstance(rules, dict) or not rules.keys() <= _COMPILED_RULES:
+        raise _NotCompiledError
+    type_name = rules.get("type")
+    exact_type = _EXACT_TYPES.get(type_name) if isinstance(type_name, str) else None
+    not_empty = "empty" in rules
+    if exact_type is None or (not_empty and rules["empty"] is not False):
+        raise _NotCompiledError  # (empty: true would waive the lengths, pattern and domain check)
+    nullable = rules.get("nullable", False) is True
+    minlength, maxlength = rules.get("minlength"), rules.get("maxlength")
+    if not all(n is None or type(n) is int for n in (minlength, maxlength)):
+        raise _NotCompiledError
+    pattern = rules.get("regex")
+    regex = None
+    if pattern is not None:
+        if exact_type is not str:
+            raise _NotCompiledError
+        regex = re.compile(pattern if pattern.endswith("$") else pattern + "$")  # as cerberus
+    vocabulary = None
+    if "vocabulary" in rules:
+        if exact_type is not str:
+            raise _NotCompiledError
+        vocabulary = _VOCABULARY_SETS[rules["vocabulary"]]
+    domain_check = None
+    if "check_with" in rules:
+        name = rules["check_with"]
+        domain_check = _COMPILED_DOMAIN_CHECKS.get(name) if isinstance(name, str) else None
+        if domain_check is None:
+            raise _NotCompiledError
+    inner = None
+    if "schema" in rules:
+        if exact_type is list:
+            inner = _compile_field(rules["schema"])
+        elif exact_type is dict and isinstance(rules["schema"], dict):
+            inner = _compile_mapping(rules["schema"])
+        else:
+            raise _NotCompiledError
+
+    def check(value: Any) -> bool:
+        if value is None:
+            return nullable and (domain_check is None or domain_check(None))
+        if type(value) is not exact_type:
+            return False
+        if not_empty and not value:
+            return False
+        if minlength is not None and len(value) < minlength:
+            return False
+        if maxlength is not None and len(value) > maxlength:
+            return False
+        if regex is not None and regex.match(value) is None:
+            return False
+        if vocabulary is not None and value not in vocabulary:
+            return False
+        if domain_check is not None and not domain_check(value):
+            return False
+        if inner is None:
+            return True
+        if exact_type is list:
+            return all(map(inner, value))
+        return inner(value)
+    return check
 
 
 def vocabulary_enum(name: str) -> type[StrEnum]:
