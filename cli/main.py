@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from cli import (
     api,
     audit,
+    cluster,
     db,
     decide,
     grounds,
@@ -27,6 +28,7 @@ from cli import (
     status,
     timeline,
     up,
+    watch,
 )
 from cli.api_server import ApiCommandError
 from cli.arguments import UsageError
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     decide.register(sub)
     grounds.register(sub)
     up.register(sub)
+    watch.register(sub)
+    cluster.register(sub)
     status.register(sub)
     audit.register(sub)
     db.register(sub)

@@ -7,9 +7,19 @@ The flows call these by deployment name (``run_deployment``), so this module imp
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
@@ -84,3 +94,44 @@ def tag_run(run_id: str | None, *, step: str | None = None, add: tuple[str, ...]
                 client.update_flow_run(UUID(run_id), tags=wanted)
     except Exception as exc:  # tags help finding a run; the review goes on without them
         get_logger("review").warning("run_tags_not_updated", error=type(exc).__name__)
+
+
+def nudge_dropoffs(key: str | None = None) -> str | None:
+    """Ask for a drop-off run now, as :func:`nudge_dispatcher` asks for a dispatcher run: nudges
+    within a few seconds share one run (or all with the same ``key``); None if Prefect cannot
+    be reached or the deployment is not there (the files wait, and its schedule takes them)."""
+    window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
+    try:
+        run = run_deployment(DROPOFF, timeout=0, as_subflow=False,
+                             idempotency_key=key or f"dropoffs-{window}")
+    except ObjectNotFound:
+        get_logger("dropoff").warning("dropoff_not_deployed", deployment=DROPOFF)
+        return None
+    except Exception as exc:  # any failure to reach Prefect is survivable here
+        get_logger("dropoff").warning("dropoff_nudge_failed", error=type(exc).__name__)
+        return None
+    return str(getattr(run, "id", "")) or None
+
+
+#: The states of a run that is still to do its work: due (scheduled, late), pending, running.
+UNDER_WAY = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+
+
+def run_under_way(*deployments: str,
+                  fresh_seconds: float = limits.WATCH_RUN_FRESH_SECONDS) -> bool:
+    """Whether a run of the flows of ``deployments`` is on its way: due by now (scheduled or
+    late), pending or running, and due at most ``fresh_seconds`` ago (an older one may hang on a
+    host that died, and does not count). A run planned for later does not count either.
+    Raises if Prefect cannot be asked."""
+    now = datetime.now(UTC)
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(
+                any_=sorted({name.partition("/")[0] for name in deployments}))),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY)),
+                expected_start_time=FlowRunFilterExpectedStartTime(
+                    after_=now - timedelta(seconds=fresh_seconds),
+                    before_=now + timedelta(seconds=limits.WATCH_SECONDS))),
+            limit=1)
+    return bool(found)

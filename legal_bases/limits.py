@@ -32,8 +32,22 @@ DELIVERY_RECORD_CHUNK = 100
 #: fetched and sent on its own, with a manifest last (flows/pipeline/bulk.py).
 BULK_PART_SUBJECTS = 10_000
 DROPOFF_FILES_PER_TASK = 100
-DISPATCH_SWEEP_SECONDS = 30
-DROPOFF_SWEEP_SECONDS = 15
+#: The sweepers' schedules are a slow safety net, counted from SWEEP_ANCHOR (so a restart adds no
+#: run): the watch starts them as soon as there is work. A quiet day: 24 dispatcher runs, 12
+#: drop-off runs and the nightly verification (README: Idle).
+DISPATCH_SWEEP_SECONDS = 3600
+DROPOFF_SWEEP_SECONDS = 7200
+SWEEP_ANCHOR = "2026-01-01T00:00:00+00:00"
+#: The watch (flows/watch.py): how often it looks at the ledger's work queue and the drop
+#: folders (and ``serve``'s runner asks Prefect for the runs it is to start); how long after
+#: starting a sweeper for some work it starts it again if the very same work is still there
+#: (twice as long each further time, up to that sweeper's interval); how long a run of a sweeper
+#: that is due, pending or running counts as taking the work (an older one may hang on a host
+#: that died); how long it waits after the ledger or Prefect could not be reached.
+WATCH_SECONDS = 1.0
+WATCH_RETRY_SECONDS = 60
+WATCH_RUN_FRESH_SECONDS = 60
+WATCH_ERROR_RETRY_SECONDS = 10
 #: Nudges of the dispatcher within this many seconds share one flow run.
 NUDGE_WINDOW_SECONDS = 5
 

@@ -32,9 +32,10 @@ ids are sorted: the JSON Lines of the Logboek, a delivery's ``records``, the led
 audit events without their sequence numbers and chain hashes, and the kinds in sequence order).
 
 ``up --once`` is taken as it usually runs: one ``collect-dropoffs`` run takes the examples in
-and one ``process-requests`` run decides and delivers them. When the dispatcher's 30-second
-sweep starts a second run that shares the work (timing, not code), ``up --once`` is run again on
-a fresh data folder (noted on standard error and in a ``#!`` line). Standard library only.
+and one ``process-requests`` run decides and delivers them. When the watch or the dispatcher's
+safety-net schedule starts a second run that shares the work (timing, not code), ``up --once``
+is run again on a fresh data folder (noted on standard error and in a ``#!`` line). Standard
+library only.
 """
 
 from __future__ import annotations
@@ -722,7 +723,7 @@ def unusual_run(ledger: Path) -> str | None:
     """Why the ledger ``up --once`` left is not the plain run, or None.
 
     Plain: one ``collect-dropoffs`` run took every example in and one ``process-requests`` run
-    decided, delivered and sent them to review. The dispatcher's 30-second sweep can start a
+    decided, delivered and sent them to review. The watch or the dispatcher's schedule can start a
     second run while the first one works; it then shares the work (another order of events)
     and records a review run as started a second time — timing, not code.
     """

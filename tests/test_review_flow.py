@@ -368,7 +368,7 @@ def test_a_review_past_its_deadline_is_escalated_notified_and_stays_decidable(
         system: ReviewSystem) -> None:
     request_id = system.requests["overdue"]
     run = waiting_run(system, "overdue")
-    # the dispatcher's sweep, on its schedule (every 30 s), finds it past its deadline
+    # the watch sees it past its deadline and starts the dispatcher, whose sweep escalates it
     wait_for("the sweeper to escalate", lambda: system.state(request_id) == "escalated")
     assert [d.sequence for d in system.decisions(request_id)] == [1]  # never approved by default
     assert system.decisions(request_id)[0].deadline.isoformat() == "2026-01-02"

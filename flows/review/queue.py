@@ -101,7 +101,7 @@ def queue_markdown(rows: list[QueueRow], today: date, ui_url: str | None) -> str
     for row in rows:
         mark = f"**{row.mark}** " if row.mark else ""
         request = (f"[{_cell(row.reference)}]({run_url(ui_url, row.run_id)})" if row.run_id
-                   else f"{_cell(row.reference)} (its run starts at the next sweep)")
+                   else f"{_cell(row.reference)} (its run starts with the next dispatcher run)")
         lines.append(f"| {mark}{row.due} ({row.when}) | {request} | `{row.ground}` "
                      f"| {_cell(row.requester)} | {_cell(row.step)} |")
     return "\n".join(lines)
@@ -110,7 +110,7 @@ def queue_markdown(rows: list[QueueRow], today: date, ui_url: str | None) -> str
 def publish_review_queue(rt: Runtime) -> bool:
     """Publish the queue as the artifact ``review-queue`` if it changed; True if published.
     Called by the dispatcher's every run (the sweep) and when a review run ends. The queue
-    is a view: if Prefect cannot take it now, the next sweep publishes it."""
+    is a view: if Prefect cannot take it now, the next dispatcher run publishes it."""
     today = received_on(datetime.now(UTC))
     with Session(rt.ledger) as session:
         rows = queue_rows(waiting_reviews(session=session), today)
