@@ -37,6 +37,23 @@ REPORT = f"transparency-report/{DEPLOYMENT}"
 VERIFY = f"verify-record/{DEPLOYMENT}"
 
 
+def _nudge(deployment: str, *, what: str, prefix: str, key: str | None) -> str | None:
+    """Ask for a run of ``deployment`` now; nudges within NUDGE_WINDOW_SECONDS share one run
+    (``<prefix>-<window>``), or all with the same ``key``. None if Prefect cannot be reached or
+    the deployment is not there (logged as ``<what>_not_deployed`` / ``<what>_nudge_failed``)."""
+    window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
+    try:
+        run = run_deployment(deployment, timeout=0, as_subflow=False,
+                             idempotency_key=key or f"{prefix}-{window}")
+    except ObjectNotFound:
+        get_logger(what).warning(f"{what}_not_deployed", deployment=deployment)
+        return None
+    except Exception as exc:  # any failure to reach Prefect is survivable here
+        get_logger(what).warning(f"{what}_nudge_failed", error=type(exc).__name__)
+        return None
+    return str(getattr(run, "id", "")) or None
+
+
 def nudge_dispatcher(key: str | None = None) -> str | None:
     """Ask for a dispatcher run now; nudges within a few seconds share one run (or all with
     the same ``key``).
@@ -44,17 +61,7 @@ def nudge_dispatcher(key: str | None = None) -> str | None:
     If Prefect cannot be reached nothing is lost: the requests are on the record and the
     dispatcher's schedule picks them up. Returns the run id, or None.
     """
-    window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
-    try:
-        run = run_deployment(DISPATCHER, timeout=0, as_subflow=False,
-                             idempotency_key=key or f"nudge-{window}")
-    except ObjectNotFound:
-        get_logger("dispatcher").warning("dispatcher_not_deployed", deployment=DISPATCHER)
-        return None
-    except Exception as exc:  # any failure to reach Prefect is survivable here
-        get_logger("dispatcher").warning("dispatcher_nudge_failed", error=type(exc).__name__)
-        return None
-    return str(getattr(run, "id", "")) or None
+    return _nudge(DISPATCHER, what="dispatcher", prefix="nudge", key=key)
 
 
 def review_run_key(request_id: str, sequence: int = 1) -> str:
@@ -100,17 +107,7 @@ def nudge_dropoffs(key: str | None = None) -> str | None:
     """Ask for a drop-off run now, as :func:`nudge_dispatcher` asks for a dispatcher run: nudges
     within a few seconds share one run (or all with the same ``key``); None if Prefect cannot
     be reached or the deployment is not there (the files wait, and its schedule takes them)."""
-    window = int(time.time() // limits.NUDGE_WINDOW_SECONDS)
-    try:
-        run = run_deployment(DROPOFF, timeout=0, as_subflow=False,
-                             idempotency_key=key or f"dropoffs-{window}")
-    except ObjectNotFound:
-        get_logger("dropoff").warning("dropoff_not_deployed", deployment=DROPOFF)
-        return None
-    except Exception as exc:  # any failure to reach Prefect is survivable here
-        get_logger("dropoff").warning("dropoff_nudge_failed", error=type(exc).__name__)
-        return None
-    return str(getattr(run, "id", "")) or None
+    return _nudge(DROPOFF, what="dropoff", prefix="dropoffs", key=key)
 
 
 #: The states of a run that is still to do its work: due (scheduled, late), pending, running.
