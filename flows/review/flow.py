@@ -53,6 +53,7 @@ from legal_bases.vocabulary import Body, Category, Outcome, ReviewTrigger, Revie
 from records.decisions import record_decision
 from records.ledger import ENGINE, decisions_for, get_request, received_on, status_of
 from records.models import DecisionRow, RequestRow
+from records.replay_review import answer_releases
 from records.reviews import (
     ReviewAnswerRow,
     answers_for,
@@ -156,12 +157,15 @@ def _case(rt: Runtime, review: Review) -> Case:
                 deadline=review.engine_row.deadline)
 
 
-def _first_release(review: Review, first: ReviewAnswerRow) -> list[str]:
-    """What an accepted first answer releases: an approve the whole proposal, whatever was
-    (not) selected with it; an approve_partially its categories."""
-    if first.verdict == ReviewVerdict.APPROVE.value:
-        return [c.value for c in review.proposal]
-    return list(first.categories)
+def _proposals(review: Review, decisions: list[DecisionRow] | None = None,
+               ) -> list[tuple[datetime, list[str]]]:
+    """The engine decisions that sent the request to review, as :func:`answer_releases` reads
+    them (decided at, what the proposal releases); without ``decisions``, the one in force."""
+    if decisions is None:
+        return [(review.engine_row.decided_at, [c.value for c in review.proposal])]
+    return [(d.decided_at, list((d.proposal or {}).get("released") or []))
+            for d in decisions
+            if d.decided_by == ENGINE and d.outcome == Outcome.NEEDS_REVIEW.value]
 
 
 def _form(rt: Runtime, review: Review) -> tuple[type[Any], str]:
@@ -172,7 +176,8 @@ def _form(rt: Runtime, review: Review) -> tuple[type[Any], str]:
     releasable = review.proposal
     if first is not None:
         who = names.get(first.reviewer_id)
-        released = _first_release(review, first)
+        # an approve releases the whole proposal, whatever was (not) selected with it
+        released = list(answer_releases(review.answers, _proposals(review))[first.seq])
         shown_first = FirstReview(who.name if who else first.reviewer_id,
                                   first.role or "", first.verdict, released, first.motivation)
         releasable = tuple(Category(c) for c in released)
@@ -196,10 +201,11 @@ def show_case(rt: Runtime, review: Review, status: str) -> None:
         decisions = decisions_for(session=session, request_id=review.request.id)
         state = status_of(session=session, request_id=review.request.id)
         names = reviewer_names(session=session, ids=sorted({a.reviewer_id for a in answers}))
+    releases = answer_releases(answers, _proposals(review, decisions))
     shown = []
     for a in answers:
         who = names.get(a.reviewer_id)
-        categories = (_first_release(review, a) if a.accepted and a.step == "first"
+        categories = (list(releases[a.seq]) if a.accepted and a.step == "first"
                       else list(a.categories))
         shown.append(AnswerShown(
             seq=a.seq, answered_at=a.answered_at,
