@@ -1,4 +1,6 @@
-"""``disclosure grounds list|show|check``: read and lint the table of grounds."""
+"""``disclosure grounds list|show|check``: read and lint the table of grounds (``check`` also
+lints the accountability file beside it: every ground's processing activity and retention
+term)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from cli.arguments import UsageError, date_argument, grounds_option, print_table
-from legal_bases.errors import TableError
+from legal_bases.accountability import (
+    DEFAULT_ACCOUNTABILITY_FILE,
+    Accountability,
+    AccountabilityError,
+    load_accountability,
+)
+from legal_bases.errors import Problem, TableError
 from legal_bases.ground import Ground, GroundVersion
-from legal_bases.table import DEFAULT_GROUNDS_DIR, load_table
+from legal_bases.table import DEFAULT_GROUNDS_DIR, GroundTable, load_table
 
 
 def _version_line(v: GroundVersion) -> str:
@@ -100,15 +108,31 @@ def _ground_dict(ground: Ground, versions: Sequence[GroundVersion]) -> dict[str,
 
 def cmd_grounds_check(args: argparse.Namespace) -> int:
     folder = args.dir if args.dir is not None else (args.grounds or DEFAULT_GROUNDS_DIR)
+    accounts = args.accountability or DEFAULT_ACCOUNTABILITY_FILE
+    problems: dict[Path, list[Problem]] = {folder: [], accounts: []}
+    table: GroundTable | None = None
+    accountability: Accountability | None = None
     try:
         table = load_table(folder)
     except TableError as exc:
-        for problem in exc.problems:
+        problems[folder].extend(exc.problems)
+    try:
+        accountability = load_accountability(accounts)
+        if table is not None:
+            accountability.check_covers(table)
+    except AccountabilityError as exc:
+        problems[accounts].extend(exc.problems)
+    found = [p for ps in problems.values() for p in ps]
+    if found or table is None or accountability is None:
+        for problem in found:
             print(problem, file=sys.stderr)
-        print(f"\n{len(exc.problems)} problem(s) in {folder}", file=sys.stderr)
+        places = " and ".join(str(place) for place, ps in problems.items() if ps)
+        print(f"\n{len(found)} problem(s) in {places}", file=sys.stderr)
         return 1
     versions = sum(len(g.versions) for g in table)
     print(f"{len(table)} grounds, {versions} versions: OK ({folder}); table hash {table.hash}")
+    print(f"{len(table)} grounds with a processing activity and a retention term, and the "
+          f"default retention: OK ({accounts})")
     return 0
 
 
@@ -127,6 +151,10 @@ def register(sub: Any) -> None:
     gshow.add_argument("--json", action="store_true", help="print JSON")
     gshow.set_defaults(handler=cmd_grounds_show)
     gcheck = gsub.add_parser("check", parents=[grounds_opt],
-                             help="lint a folder of ground files; exit 1 on problems")
+                             help="lint a folder of ground files and the accountability file; "
+                                  "exit 1 on problems")
     gcheck.add_argument("dir", nargs="?", type=Path, default=None, metavar="DIR")
+    gcheck.add_argument("--accountability", type=Path, default=None, metavar="FILE",
+                        help="the accountability file that must cover the table, with a "
+                             "retention term per ground (default: the shipped one)")
     gcheck.set_defaults(handler=cmd_grounds_check)

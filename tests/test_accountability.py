@@ -126,7 +126,15 @@ def test_a_ground_without_an_entry_is_refused_naming_it(tmp_path: Path) -> None:
         accountability.of("wro-99")
 
 
-def write(tmp_path: Path, grounds: str, head: str = "") -> Path:
+#: A valid shared retention term and default, so that a case breaks only what it means to.
+HEAD = ("retention_terms:\n  test: &test_term\n    years: 1\n    counted_from: final_decision\n"
+        "    source: {law: AVG, article: '5', url: "
+        "'https://eur-lex.europa.eu/legal-content/NL/TXT/?uri=CELEX:32016R0679'}\n"
+        "default_retention: *test_term\n")
+RETENTION = "    retention: *test_term\n"
+
+
+def write(tmp_path: Path, grounds: str, head: str = HEAD) -> Path:
     path = tmp_path / "accountability.yaml"
     path.write_text(head + "grounds:\n" + grounds, "utf-8")
     return path
@@ -142,22 +150,22 @@ def problems_of(path: Path) -> list[tuple[str, str]]:
 
 
 OPEN = ("    processing_activity_id: https://register.example/va/1\n"
-        "    subject_access: open\n")
+        "    subject_access: open\n" + RETENTION)
 
 
 @pytest.mark.parametrize(("grounds", "field", "message"), [
     ("  awr-55:\n    processing_activity_id: https://register.example/va/1\n"
-     "    subject_access: restricted\n",
+     "    subject_access: restricted\n" + RETENTION,
      "grounds.awr-55.restriction", "is required when subject_access is restricted"),
     ("  awr-55:\n" + OPEN + "    restriction:\n      law: UAVG\n      article: '41'\n"
      "      url: https://wetten.overheid.nl/BWBR0040940/2021-07-01#Artikel41\n",
      "grounds.awr-55.restriction", "must be absent when subject_access is open"),
     ("  awr-55:\n    processing_activity_id: https://register.example/va/1\n"
-     "    subject_access: hidden\n", "grounds.awr-55.subject_access", "must be one of"),
+     "    subject_access: hidden\n" + RETENTION, "grounds.awr-55.subject_access", "must be one of"),
     ("  awr-55:\n    processing_activity_id: http://register.example/va/1\n"
-     "    subject_access: open\n", "grounds.awr-55.processing_activity_id",
+     "    subject_access: open\n" + RETENTION, "grounds.awr-55.processing_activity_id",
      "does not have the required format"),
-    ("  awr-55:\n    subject_access: open\n", "grounds.awr-55.processing_activity_id",
+    ("  awr-55:\n    subject_access: open\n" + RETENTION, "grounds.awr-55.processing_activity_id",
      "is required"),
     ("  awr-55:\n" + OPEN + "    register: x\n", "grounds.awr-55.register",
      "is not a field of this document"),
@@ -172,7 +180,7 @@ def test_a_broken_entry_is_refused_naming_file_and_field(
 def test_a_restriction_must_cite_a_dated_text_of_the_law(tmp_path: Path) -> None:
     grounds = ("  sv-126nc:\n    processing_activity_id: https://register.example/va/1\n"
                "    subject_access: restricted\n    restriction:\n      law: UAVG\n"
-               "      article: '41'\n      url: https://example.org/uavg\n")
+               "      article: '41'\n      url: https://example.org/uavg\n" + RETENTION)
     assert [f for f, _ in problems_of(write(tmp_path, grounds))] == [
         "grounds.sv-126nc.restriction.url"]
 
