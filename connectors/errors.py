@@ -125,6 +125,21 @@ class DeliveryFailedError(DeliveryError):
                          f"last failure: {last_failure}")
 
 
+class OutboxCleanupError(ConnectorError):
+    """Raised when a file-drop outbox cannot be listed or a delivered file (or its marker)
+    cannot be removed, for a reason other than its being gone already (permission, say).
+
+    ``path`` is relative to the file-drop root (``<partner_id>/<key>.json``: ids, no content);
+    ``reason`` is the operating system's word for the failure. What was removed before stays
+    removed; the sweep is idempotent, so a rerun continues where this one stopped.
+    """
+
+    def __init__(self, *, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"the file-drop outbox could not clean {path}: {reason}")
+
+
 # -- partners -------------------------------------------------------------------------------------
 
 class PartnerConfigError(ConnectorError):
