@@ -60,6 +60,7 @@ from legal_bases.vocabulary import Category, SubjectIdType
 from records.inzage import find_requests, record_inzage
 from records.models import ACTOR_LENGTH
 from records.pseudonym import Pseudonymizer
+from records.retention import shredded_so_far
 from records.settings import Settings, load_settings
 
 
@@ -84,7 +85,8 @@ def answer(*, session: Session, subjects: Sequence[Subject], pseudonymizer: Pseu
     pseudonyms = [pseudonymizer.of(s) for s in subjects]
     entries = find_requests(session=session, pseudonyms=pseudonyms, table=table,
                             accountability=accountability)
-    files = answer_files(entries, subjects, partner_names, prepared_at, pseudonyms[0])
+    files = answer_files(entries, subjects, partner_names, prepared_at, pseudonyms[0],
+                         shredded=shredded_so_far(session=session).to_dict())
     _make_private_dir(out_dir)
     for name, text in (*files.subject, *files.officer):
         _write_private(out_dir / name, text)

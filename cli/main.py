@@ -24,6 +24,7 @@ from cli import (
     partners,
     replay,
     report,
+    retention,
     reviewers,
     status,
     timeline,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     reviewers.register(sub)
     api.register(sub)
     partners.register(sub)
+    retention.register(sub)
     for audit_tool in (replay, timeline, inzage, report, logboek):
         audit_tool.register(sub)
     return parser

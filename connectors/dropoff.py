@@ -15,8 +15,10 @@ reads it again. A file is moved only after
 every entry in it is on the record and its report is written beside its destination, so a run
 that is stopped half-way finds the file again, and the ledger's intake key (the file's sha256
 and the line) makes the second run record nothing twice. An entry that is not UTF-8 is recorded
-with its undecodable bytes replaced, and refused (``bad_encoding``). Files are never deleted:
-what was received stays.
+with its undecodable bytes replaced, and refused (``bad_encoding``). What was received stays on
+the record, sealed in the ledger; the filed-away file itself, which holds it in clear, is removed
+by the retention run once it has been filed away for ``DISCLOSURE_DROPOFF_KEEP_DAYS`` days
+(:meth:`DropBox.sweep_filed`); its report, which holds ids and codes, stays.
 """
 
 from __future__ import annotations
@@ -86,11 +88,53 @@ def _digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class FiledAway:
+    """A request file removed from a partner's processed/ or rejected/ folder."""
+
+    partner_id: str
+    folder: str  # processed or rejected
+    name: str
+    filed_at: datetime
+
+
 class DropBox:
     """The drop-off root: lists waiting files, reads their entries, files them away."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def sweep_filed(self, *, now: datetime, keep_days: int,
+                    dry_run: bool = False) -> list[FiledAway]:
+        """Remove the request files filed away (processed/ and rejected/) at least ``keep_days``
+        days ago — the ledger holds what they said, sealed — and return them; their reports
+        stay. The time a file was filed away is its report's (written just before the move),
+        else the file's own. Symbolic links and anything not a regular file are left alone."""
+        if keep_days < 1:
+            raise ValueError("keep_days must be at least 1")
+        cutoff = now.timestamp() - keep_days * 86400
+        removed: list[FiledAway] = []
+        if not self.root.is_dir():
+            return removed
+        for partner in sorted(p for p in self.root.iterdir()
+                              if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")):
+            for sub in (PROCESSED, REJECTED):
+                folder = partner / sub
+                if not folder.is_dir() or folder.is_symlink():
+                    continue
+                for path in sorted(folder.iterdir()):
+                    if path.is_symlink() or not path.is_file() or path.suffix not in SUFFIXES \
+                            or path.name.endswith(".report.json"):
+                        continue
+                    report = path.with_name(_fitted(path.name, ".report.json"))
+                    filed = (report if report.is_file() else path).stat().st_mtime
+                    if filed > cutoff:
+                        continue
+                    removed.append(FiledAway(partner.name, sub, path.name,
+                                             datetime.fromtimestamp(filed, UTC)))
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+        return removed
 
     def ensure_partner_folders(self, partner_ids: list[str]) -> None:
         """Make each partner's drop folder (and its processed/rejected folders)."""

@@ -24,6 +24,7 @@ from legal_bases import limits
 from legal_bases.errors import FieldError
 from legal_bases.request import read_json
 from legal_bases.table import GroundTable
+from records import data_keys
 from records.decisions import compute_deadline
 from records.ledger import latest_decision, received_on
 from records.models import DeliveryRow, RequestRow, RequestStatus
@@ -52,11 +53,13 @@ def _deadline(row: RequestRow, table: GroundTable) -> date | None:
                             response_days=version.response_days, due_date=row.due_date)
 
 
-def _claimed_purpose(raw_body: str) -> str | None:
+def _claimed_purpose(raw_body: str | None) -> str | None:
     """The purpose an invalid submission claimed, where its raw body reads (strictly) as a JSON
     object whose ``purpose`` is a string that fits a slug; else None. The ledger keeps a purpose
     for valid requests only; this reads it back for the status document, the ledger unchanged.
     """
+    if raw_body is None:
+        return None  # shredded under retention
     data, refused = read_json(raw_body)
     if refused is not None or not isinstance(data, dict):
         return None
@@ -96,7 +99,8 @@ def status_document(session: Session, row: RequestRow, state: str, table: Ground
         "id": row.id, "reference": row.reference, "channel": row.channel,
         "received_at": row.received_at, "correlation_id": row.correlation_id, "state": state,
         "valid": row.valid, "errors": row.validation_errors, "legal_basis": row.legal_basis,
-        "purpose": row.purpose if row.valid else _claimed_purpose(row.raw_body),
+        "purpose": row.purpose if row.valid else _claimed_purpose(data_keys.open_field(
+            data_keys.key_for(session, row.id), data_keys.RAW_BODY, row.raw_body)),
         "reference_date": row.reference_date, "due_date": row.due_date,
         "subject_count": row.subject_count, "decision": decision_out, "deadline": deadline,
         "delivery": delivery, "links": {"self": self_url}}

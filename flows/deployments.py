@@ -29,6 +29,7 @@ from flows.audit.report import transparency_report
 from flows.audit.verification import verify_record_flow
 from flows.pipeline.dispatcher import process_requests
 from flows.pipeline.dropoff import collect_dropoffs
+from flows.retention import apply_retention
 from flows.review.flow import review_request
 from flows.review.notify import notify_escalation
 from flows.starts import DEPLOYMENT, DISPATCHER, nudge_dispatcher
@@ -67,6 +68,9 @@ def runner_deployments() -> list[Any]:
         verify_record_flow.to_deployment(
             name=DEPLOYMENT, tags=["disclosure", "audit"],
             schedule=Cron(limits.VERIFY_CRON, timezone="Europe/Amsterdam")),
+        apply_retention.to_deployment(
+            name=DEPLOYMENT, tags=["disclosure", "retention"],
+            schedule=Cron(limits.RETENTION_CRON, timezone="Europe/Amsterdam")),
     ]
 
 

@@ -30,7 +30,7 @@ from legal_bases.errors import DisclosureError
 ENVIRONMENT = "DISCLOSURE_FAULTS"
 #: The points the pipeline offers, in the order a request passes them.
 POINTS = ("claimed", "decided", "fetched", "part_delivered", "delivering", "delivered",
-          "recorded", "review_taken")
+          "recorded", "review_taken", "shredded")
 
 _hits: Counter[str] = Counter()
 

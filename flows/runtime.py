@@ -39,9 +39,22 @@ def chain_keys(settings: Settings) -> ChainKeys:
     return parse_keyring(str(value), f"Prefect Secret block {settings.chain_key_block}")
 
 
+def data_keks(settings: Settings) -> ChainKeys:
+    """The KEK ring: from the Prefect Secret block ``DISCLOSURE_DATA_KEK_BLOCK`` names, else as
+    the settings say (``DISCLOSURE_DATA_KEK`` or the key file)."""
+    if not settings.data_kek_block:
+        return settings.data_keks()
+    from prefect.blocks.system import Secret  # noqa: PLC0415 - only where a block is configured
+
+    value = Secret.load(settings.data_kek_block).get()  # type: ignore[union-attr]
+    return parse_keyring(str(value), f"Prefect Secret block {settings.data_kek_block}")
+
+
 def open_ledger(settings: Settings) -> Engine:
-    """The ledger as the flows and commands open it: migrated, its chain key ring bound."""
-    return db.open_ledger(settings, chain_keys=chain_keys(settings))
+    """The ledger as the flows and commands open it: migrated, its chain key ring and its KEK
+    ring bound."""
+    return db.open_ledger(settings, chain_keys=chain_keys(settings),
+                          data_keks=data_keks(settings))
 
 
 def partners_file(settings: Settings) -> Path:

@@ -14,4 +14,6 @@ the whole ledger, whichever module of the package is imported first.
 """
 
 from records import api_keys as _api_keys  # noqa: F401
+from records import data_keys as _data_keys  # noqa: F401
+from records import legacy_sealing as _legacy_sealing  # noqa: F401
 from records import reviews as _reviews  # noqa: F401

@@ -19,8 +19,10 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from records import legacy_sealing
 from records.chain import CHAIN_KEYS_OPTION, check_head_key, last_unkeyed
 from records.chain_keys import ChainKeys
+from records.data_keys import DATA_KEKS_OPTION, Vault
 from records.settings import Settings
 
 PACKAGE_DIR = Path(__file__).parent
@@ -48,17 +50,22 @@ def _is_memory(url: URL) -> bool:
 
 
 def make_engine(url: str | URL, *, chain_keys: ChainKeys | None = None,
-                **engine_options: Any) -> Engine:
+                data_keks: ChainKeys | None = None, **engine_options: Any) -> Engine:
     """An engine for the ledger at ``url`` (SQLite or PostgreSQL), set up as described above.
 
     ``chain_keys`` is the key ring that seals the audit chain; an engine without one can read
-    and verify unkeyed events but cannot append. An in-memory SQLite URL (``sqlite://``) gets one
+    and verify unkeyed events but cannot append. ``data_keks`` is the ring of key-encryption keys
+    that wrap the requests' data keys (:mod:`records.data_keys`); without it the engine cannot
+    record a submission nor read a sealed one. An in-memory SQLite URL (``sqlite://``) gets one
     shared connection (``StaticPool``), so the database lives as long as the engine; use it from
     one thread at a time.
     """
     if chain_keys is not None:
         engine_options["execution_options"] = {
             **engine_options.get("execution_options", {}), CHAIN_KEYS_OPTION: chain_keys}
+    if data_keks is not None:
+        engine_options["execution_options"] = {
+            **engine_options.get("execution_options", {}), DATA_KEKS_OPTION: Vault(data_keks)}
     parsed = database_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -84,6 +91,8 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
             cursor.execute("PRAGMA journal_mode = WAL")
+            # what is deleted (a shredded request's data key and subjects) is overwritten
+            cursor.execute("PRAGMA secure_delete = ON")
         finally:
             cursor.close()
 
@@ -132,9 +141,11 @@ def ensure_database_folder(url: str | URL) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_ledger(settings: Settings, *, chain_keys: ChainKeys | None = None) -> Engine:
-    """The ledger's engine, with its data folder created, its schema migrated and its chain key
-    ring bound (``chain_keys``, else the settings' own: :meth:`Settings.chain_keys`).
+def open_ledger(settings: Settings, *, chain_keys: ChainKeys | None = None,
+                data_keks: ChainKeys | None = None) -> Engine:
+    """The ledger's engine, with its data folder created, its schema migrated, its chain key
+    ring bound (``chain_keys``, else the settings' own: :meth:`Settings.chain_keys`) and its KEK
+    ring (``data_keks``, else :meth:`Settings.data_keks`).
 
     Raises :class:`~records.errors.ChainKeyError` if the key that sealed the chain's last event
     is not in the ring: the engine would stop at its first write otherwise.
@@ -144,7 +155,8 @@ def open_ledger(settings: Settings, *, chain_keys: ChainKeys | None = None) -> E
     ensure_database_folder(url)
     new_ring = chain_keys is None and settings.makes_chain_key_file
     keys = chain_keys or settings.chain_keys()
-    engine = make_engine(url, chain_keys=keys)
+    keks = data_keks or settings.data_keks()
+    engine = make_engine(url, chain_keys=keys, data_keks=keks)
     migrate(engine)
     with Session(engine) as session:
         unkeyed = last_unkeyed(session=session) if new_ring else 0
@@ -154,5 +166,8 @@ def open_ledger(settings: Settings, *, chain_keys: ChainKeys | None = None) -> E
         # which events may carry no key (only when made: never later, for an unkeyed tail).
         keys = settings.note_unkeyed_until(unkeyed)
         engine.dispose()
-        engine = make_engine(url, chain_keys=keys)
+        engine = make_engine(url, chain_keys=keys, data_keks=keks)
+    if legacy_sealing.pending(engine):
+        # submissions recorded in clear before 0.8.0: sealed now, with the KEK (migration 0007)
+        legacy_sealing.seal_pending(engine)
     return engine

@@ -67,3 +67,7 @@ class ReleaseRefusedError(LedgerError):
     def __init__(self, code: str) -> None:
         self.code = code
         super().__init__(f"the release gate refused the release: {code}")
+
+
+class DataKeyError(LedgerError):
+    """Raised when a data key or a KEK is missing, or a sealed value does not open with its key."""

@@ -151,13 +151,15 @@ def answer_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
     p = payload.get
     return (event.request_id, p("seq"), p("reviewer_id"), p("role"), p("verdict"),
             frozen(p("categories")), p("accepted"), p("step"), p("refusal_code"),
-            p("motivation_sha256"), _moment(event.occurred_at), event.flow_run_id)
+            p("motivation_sealed_sha256", p("motivation_sha256")), _moment(event.occurred_at),
+            event.flow_run_id)
 
 
 def _answer_from_row(row: Any) -> _Values:
     return (row.request_id, row.seq, row.reviewer_id, row.role, row.verdict,
             frozen(row.categories), bool(row.accepted), row.step, row.refusal_code,
-            motivation_digest(row.motivation), _moment(row.answered_at), row.flow_run_id)
+            getattr(row, "motivation_digest", None) or motivation_digest(row.motivation),
+            _moment(row.answered_at), row.flow_run_id)
 
 
 @dataclass(frozen=True, slots=True)

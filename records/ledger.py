@@ -24,10 +24,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 from sqlmodel import col
 
+from legal_bases.identifiers import mask_identifier_shapes
 from legal_bases.request import DisclosureRequest, InvalidRequest
 from legal_bases.table import canonical_json, sha256
 from legal_bases.vocabulary import Body
-from records import chain
+from records import chain, data_keys
 from records.chain import NewEvent
 from records.errors import (
     LedgerError,
@@ -42,7 +43,7 @@ from records.models import (
     RequestStatus,
     RequestSubject,
 )
-from records.pseudonym import Pseudonymizer, subjects_digest
+from records.pseudonym import Pseudonymizer
 from records.timestamps import utc
 from records.vocabulary import Channel, EventKind, RequestState
 
@@ -106,7 +107,7 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
     body, via = _vocabulary(Body, requester_body, "requester_body"), _vocabulary(
         Channel, channel, "channel")
     is_json, data = _loads(raw_body)
-    digest = sha256(canonical_json(data)) if is_json else sha256(raw_body)
+    basis = canonical_json(data) if is_json else raw_body
     request = parsed if isinstance(parsed, DisclosureRequest) else None
     if intake_key is not None:
         seen = session.execute(select(RequestRow).where(
@@ -116,28 +117,32 @@ def record_submission(*, session: Session, partner_id: str, requester_body: Body
     if request is not None:
         existing = _accepted(session, partner_id, request.reference)
         if existing is not None:
-            return _repeat_or_conflict(existing, digest, partner_id)
+            return _repeat_or_conflict(session, existing, basis, partner_id)
+    request_id = str(uuid.uuid4())
+    key, key_row = data_keys.vault_of(session).new_key(request_id)
     row = RequestRow(**request_values(
         partner_id=partner_id, body=body, channel=via, raw_body=raw_body,
-        data=data if is_json else None, digest=digest, parsed=parsed, received_at=received_at,
-        correlation_id=correlation_id) | {"intake_key": intake_key})
+        data=data if is_json else None, digest=data_keys.body_digest(key, basis), parsed=parsed,
+        received_at=received_at, correlation_id=correlation_id, key=key, request_id=request_id,
+    ) | {"intake_key": intake_key})
     try:
         with session.begin_nested():
             session.add(row)
             session.flush()
-            pseudonyms = _record_subjects(session, row.id, request, pseudonymizer)
+            session.execute(insert(data_keys.DATA_KEYS), [key_row])
+            pseudonyms = _record_subjects(session, row, request, pseudonymizer)
             state = RequestState.RECEIVED if request is not None else RequestState.INVALID
             session.execute(insert(_STATUS), [{"request_id": row.id, "state": state.value,
                                                "updated_at": received_at}])
             chain.append_events(session=session, events=[submission_event(
-                row, request, parsed, state, pseudonyms, flow_run_id=flow_run_id)])
+                row, request, parsed, state, pseudonyms, key=key, flow_run_id=flow_run_id)])
     except IntegrityError:
         # Another transaction accepted the same reference first (PostgreSQL: it committed
         # while we waited on the unique index). Answer as if we had seen it before inserting.
         existing = _accepted(session, partner_id, request.reference) if request else None
         if existing is None:
             raise
-        return _repeat_or_conflict(existing, digest, partner_id)
+        return _repeat_or_conflict(session, existing, basis, partner_id)
     return row
 
 
@@ -166,8 +171,9 @@ def _accepted(session: Session, partner_id: str, reference: str) -> RequestRow |
                                  text("requests.valid"))).first()
 
 
-def _repeat_or_conflict(existing: RequestRow, digest: str, partner_id: str) -> RequestRow:
-    if existing.body_hash == digest:
+def _repeat_or_conflict(session: Session, existing: RequestRow, basis: str,
+                        partner_id: str) -> RequestRow:
+    if data_keys.same_body(data_keys.key_for(session, existing.id), existing.body_hash, basis):
         return existing
     raise ReferenceConflictError(partner_id=partner_id, reference=existing.reference or "",
                                  existing_request_id=existing.id)
@@ -184,12 +190,14 @@ def _short_str(data: Any, key: str, limit: int) -> str | None:
 
 def request_values(*, partner_id: str, body: Body, channel: Channel, raw_body: str, data: Any,
                    digest: str, parsed: DisclosureRequest | InvalidRequest,
-                   received_at: datetime, correlation_id: str | None) -> dict[str, Any]:
-    """The values of a submission's ``requests`` row (a new id; every column named, so that a
-    batch of them inserts as one statement)."""
+                   received_at: datetime, correlation_id: str | None, key: data_keys.DataKey,
+                   request_id: str) -> dict[str, Any]:
+    """The values of a submission's ``requests`` row (every column named, so that a batch of
+    them inserts as one statement): the raw body sealed with the request's data ``key``."""
     values: dict[str, Any] = {
-        "id": str(uuid.uuid4()), "partner_id": partner_id, "requester_body": body.value,
-        "channel": channel.value, "received_at": received_at, "raw_body": raw_body,
+        "id": request_id, "partner_id": partner_id, "requester_body": body.value,
+        "channel": channel.value, "received_at": received_at,
+        "raw_body": key.seal(data_keys.RAW_BODY, raw_body),
         "body_hash": digest, "correlation_id": correlation_id, "intake_key": None}
     if isinstance(parsed, DisclosureRequest):
         return values | {
@@ -197,34 +205,44 @@ def request_values(*, partner_id: str, body: Body, channel: Channel, raw_body: s
             "legal_basis": parsed.legal_basis, "purpose": parsed.purpose.value,
             "reference_date": parsed.reference_date, "due_date": parsed.due_date,
             "subject_count": len(parsed.subjects)}
-    # What an invalid submission claimed, where it fits; the raw body keeps all of it.
+    # What an invalid submission claimed, where it fits; the raw body keeps all of it, sealed.
+    # These columns are in clear and kept for good: a number shaped like a BSN or
+    # onderwijsnummer in them (a message quoting what was sent, a reference) is masked.
     legal_basis = parsed.legal_basis if parsed.legal_basis and len(
         parsed.legal_basis) <= SLUG_LENGTH else None
+    reference = _short_str(data, "reference", REFERENCE_LENGTH)
     return values | {
-        "reference": _short_str(data, "reference", REFERENCE_LENGTH), "valid": False,
-        "validation_errors": [e.to_dict() for e in parsed.errors], "legal_basis": legal_basis,
+        "reference": mask_identifier_shapes(reference) if reference else None, "valid": False,
+        "validation_errors": [e.to_dict() | {"path": mask_identifier_shapes(e.path),
+                                             "message": mask_identifier_shapes(e.message)}
+                              for e in parsed.errors], "legal_basis": legal_basis,
         "purpose": None, "reference_date": None, "due_date": None, "subject_count": None}
 
 
-def _record_subjects(session: Session, request_id: str, request: DisclosureRequest | None,
+def _record_subjects(session: Session, row: RequestRow, request: DisclosureRequest | None,
                      pseudonymizer: Pseudonymizer) -> list[str]:
     if request is None:
         return []
     pseudonyms = [pseudonymizer.of(s) for s in request.subjects]
-    rows = [{"request_id": request_id, "position": position, "id_type": s.id_type.value,
+    rows = [{"request_id": row.id, "position": position, "id_type": s.id_type.value,
              "pseudonym": pseudonym}
             for position, (s, pseudonym) in enumerate(zip(request.subjects, pseudonyms,
                                                           strict=True))]
     if rows:
         session.execute(insert(_SUBJECTS), rows)
+        session.execute(insert(data_keys.SUBJECT_TAGS), data_keys.tag_rows(
+            data_keys.TagKeys(session), received_on(row.received_at).year, row.id,
+            [(s.id_type.value, p) for s, p in zip(request.subjects, pseudonyms, strict=True)]))
     return pseudonyms
 
 
 def submission_event(row: RequestRow, request: DisclosureRequest | None,
                       parsed: DisclosureRequest | InvalidRequest, state: RequestState,
-                      pseudonyms: list[str], *, flow_run_id: str | None = None) -> NewEvent:
+                      pseudonyms: list[str], *, key: data_keys.DataKey,
+                      flow_run_id: str | None = None) -> NewEvent:
     """The audit event of a recorded submission: ``request_received`` with what was asked (by
-    pseudonym and count), or ``request_invalid`` with the error codes only."""
+    count, and the subjects' digest under the request's data ``key``), or ``request_invalid``
+    with the error codes only."""
     payload: dict[str, Any] = {
         "state": state.value,
         "partner_id": row.partner_id,
@@ -246,7 +264,7 @@ def submission_event(row: RequestRow, request: DisclosureRequest | None,
             "categories": [c.value for c in request.categories],
             "subject_count": len(pseudonyms),
             "subjects_by_type": by_type,
-            "subjects_digest": subjects_digest(pseudonyms),
+            "subjects_digest": data_keys.subjects_digest(key, pseudonyms),
         }
         kind = EventKind.REQUEST_RECEIVED
     else:
@@ -264,6 +282,13 @@ def submission_event(row: RequestRow, request: DisclosureRequest | None,
 def get_request(*, session: Session, request_id: str) -> RequestRow | None:
     """The request with this id, or None."""
     return session.get(RequestRow, request_id)
+
+
+def raw_body_of(*, session: Session, row: RequestRow) -> str | None:
+    """The submission exactly as received: its raw body opened with the request's data key
+    (as stored, for a submission recorded in clear before 0.8.0); None once it is shredded."""
+    key = data_keys.key_for(session, row.id) if data_keys.is_sealed(row.raw_body) else None
+    return data_keys.open_field(key, data_keys.RAW_BODY, row.raw_body)
 
 
 def subjects_for(*, session: Session, request_id: str) -> list[RequestSubject]:

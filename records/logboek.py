@@ -26,7 +26,9 @@ Identifiers are derived, never drawn, so the same ledger exports the same bytes:
 since the epoch. ``status`` is ``Ok`` (the standard's optional explicit success: a recorded
 delivery succeeded; its enumeration is ``Unset``, ``Ok``, ``Error``). ``attributes`` hold the
 ``dpl.core`` fields — the ground's processing activity (:mod:`legal_bases.accountability`),
-the subject's ledger pseudonym (HMAC, never the number) and its type — and, outside the
+the subject's ledger pseudonym (HMAC, never the number; once the request is shredded under its
+retention term the line stays, with ``nl.duo.data_subject_removed`` instead) and its type —
+and, outside the
 standard's ``dpl`` namespace (which only the standard and its adopted extensions may extend),
 under DUO's own reverse-domain prefix ``nl.duo.`` (OpenTelemetry's rule for an organisation's
 attributes) only ids that lead DUO to its own record (request, decision, delivery, ground
@@ -59,6 +61,7 @@ from legal_bases.limits import (
 )
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import SubjectIdType
+from records import data_keys
 from records.decisions import in_chunks
 from records.ledger import local_days
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestSubject
@@ -169,14 +172,19 @@ def logboek_records(*, session: Session, start: date, end: date, table: GroundTa
 
 
 def _subjects(session: Session,
-              request_ids: Sequence[str]) -> dict[str, list[tuple[int, str, str]]]:
-    found: dict[str, list[tuple[int, str, str]]] = {}
+              request_ids: Sequence[str]) -> dict[str, list[tuple[int, str, str | None]]]:
+    """Each request's subjects: position, id type and pseudonym — None once the request is
+    shredded (its line stays, without the subject's id: the subject tags keep the count)."""
+    found: dict[str, list[tuple[int, str, str | None]]] = {}
+    tags = data_keys.SUBJECT_TAGS
     for chunk in in_chunks(request_ids, AUDIT_IN_CHUNK):
         for row in session.execute(
-                select(_SUBJECTS.c.request_id, _SUBJECTS.c.position, _SUBJECTS.c.id_type,
-                       _SUBJECTS.c.pseudonym)
-                .where(_SUBJECTS.c.request_id.in_(chunk))
-                .order_by(_SUBJECTS.c.request_id, _SUBJECTS.c.position)):
+                select(tags.c.request_id, tags.c.position, tags.c.id_type, _SUBJECTS.c.pseudonym)
+                .select_from(tags.outerjoin(_SUBJECTS, (_SUBJECTS.c.request_id
+                                                        == tags.c.request_id)
+                                            & (_SUBJECTS.c.position == tags.c.position)))
+                .where(tags.c.request_id.in_(chunk))
+                .order_by(tags.c.request_id, tags.c.position)):
             found.setdefault(row.request_id, []).append((row.position, row.id_type,
                                                          row.pseudonym))
     return found
@@ -198,7 +206,7 @@ class _Lines:
         return self._restrictions[key]
 
     def of(self, row: Any,
-           subjects: Sequence[tuple[int, str, str]]) -> Iterator[dict[str, Any]]:
+           subjects: Sequence[tuple[int, str, str | None]]) -> Iterator[dict[str, Any]]:
         ground_id = row.ground_id or row.legal_basis
         restriction = self._restriction(row.legal_basis, row.requester_body)
         ids: dict[str, Any] = {
@@ -224,8 +232,10 @@ class _Lines:
                "name": f"disclosure under {ground_id} to {row.requester_body}",
                "attributes": ids}
         for position, id_type, pseudonym in subjects:
+            subject: dict[str, Any] = (
+                {"dpl.core.data_subject_id": pseudonym} if pseudonym is not None
+                else {f"{DUO_PREFIX}data_subject_removed": "retention"})
             yield {**common, "span_id": span_id_for(row.id, position), "parent_span_id": parent,
                    "name": f"disclosure of one data subject's data under {ground_id}",
-                   "attributes": {**ids, "dpl.core.data_subject_id": pseudonym,
-                                  "dpl.core.data_subject_id_type":
-                                      SUBJECT_ID_TYPES.get(id_type, id_type)}}
+                   "attributes": {**ids, **subject, "dpl.core.data_subject_id_type":
+                                  SUBJECT_ID_TYPES.get(id_type, id_type)}}

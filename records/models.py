@@ -1,9 +1,11 @@
 """The ledger's tables (sqlmodel on SQLAlchemy 2), as created by ``migrations/versions``.
 
-Six tables are the **record** and append-only — the migration installs triggers that make the
-database itself refuse UPDATE and DELETE on them: ``requests``, ``request_subjects``,
-``decisions``, ``deliveries``, ``table_snapshots`` and ``audit_events``. A correction is a new row
-(a decision with ``supersedes``), never an update.
+Five tables are the **record** and append-only — the migration installs triggers that make the
+database itself refuse UPDATE and DELETE on them: ``requests``, ``decisions``, ``deliveries``,
+``table_snapshots`` and ``audit_events``. A correction is a new row (a decision with
+``supersedes``), never an update. ``request_subjects`` refuses UPDATE; its rows are deleted only
+when a request is shredded under its retention term, with the request's data key
+(:mod:`records.data_keys`, :mod:`records.retention`).
 
 ``request_status`` is the one mutable table. It is **not** the record: it is a work-queue
 projection (which requests wait for what, and who has claimed them). Its ``state`` is the
@@ -15,7 +17,8 @@ Every string column has a declared length, and a CHECK constraint on that length
 ``ck_<table>_<column>_length``) so that SQLite, which ignores VARCHAR lengths, refuses what
 PostgreSQL refuses. Timestamps are UTC-aware (:class:`~records.timestamps.UTCDateTime`).
 Personal data: ``requests.raw_body`` keeps the submission exactly as received (the record of
-what a partner sent); everywhere else a subject appears only as a keyed pseudonym.
+what a partner sent), sealed with the request's data key; ``request_subjects`` names subjects by
+keyed pseudonym until the request is shredded.
 """
 
 from __future__ import annotations
@@ -72,7 +75,6 @@ KEY_ID_LENGTH = limits.COLUMN_KEY_ID_LENGTH
 #: The tables that are the record: insert-only, guarded by triggers in the migration.
 APPEND_ONLY_TABLES: tuple[str, ...] = (
     "requests",
-    "request_subjects",
     "decisions",
     "deliveries",
     "table_snapshots",
@@ -309,13 +311,18 @@ def add_length_checks(table: Table) -> None:
                 name=f"ck_{table.name}_{column.name}_length"))
 
 
+#: Tables whose rows are never updated, and deleted only when a request is shredded (its data
+#: key, its subjects' pseudonyms) or a year's subject-tag key is destroyed.
+SHREDDABLE_TABLES: tuple[str, ...] = ("request_subjects", "data_keys", "subject_tag_keys")
+
 #: Every table of the ledger.
-LEDGER_TABLES: tuple[str, ...] = (*APPEND_ONLY_TABLES, "request_status")
+LEDGER_TABLES: tuple[str, ...] = (*APPEND_ONLY_TABLES, "request_subjects", "request_status")
 
 for _name in LEDGER_TABLES:
     add_length_checks(metadata.tables[_name])
 
 #: The tables of legal review (records/reviews.py), insert-only like the record.
 REVIEW_TABLES = ("reviewers", "reviewer_removals", "totp_uses", "review_answers")
-APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES)
-LEDGER_TABLES = (*APPEND_ONLY_TABLES, "request_status")
+#: The subjects as the transparency report counts them (records/data_keys.py), insert-only.
+APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES, "subject_tags")
+LEDGER_TABLES = (*APPEND_ONLY_TABLES, *SHREDDABLE_TABLES, "request_status")

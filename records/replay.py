@@ -48,8 +48,9 @@ from legal_bases.errors import DisclosureError, FieldError
 from legal_bases.request import DisclosureRequest, InvalidRequest, read_request_text
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import Body, Outcome, ReviewTrigger
+from records import chain, data_keys
 from records.db import read_only
-from records.errors import SnapshotMissingError
+from records.errors import DataKeyError, SnapshotMissingError
 from records.ledger import ENGINE, local_days, received_on
 from records.models import DecisionRow, RequestRow
 from records.replay_differences import (
@@ -64,8 +65,9 @@ from records.replay_differences import (
 )
 from records.replay_results import Answer, Check, Replay, ReplayStatus, ReviewAccount
 from records.replay_review import answer_releases, review_account, review_cycles, table_version
-from records.reviews import ReviewAnswerRow, ReviewerRow
+from records.reviews import ReviewAnswerRow, ReviewerRow, open_motivation
 from records.snapshots import load_table_snapshot
+from records.vocabulary import EventKind
 
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
@@ -93,8 +95,10 @@ class RecordedSubmission(Protocol):
     legal_basis: str | None
 
 
-def parse_recorded(row: RecordedSubmission) -> DisclosureRequest | InvalidRequest:
-    """A recorded submission read again exactly as at intake (the same day of receipt).
+def parse_recorded(row: RecordedSubmission,
+                   key: data_keys.DataKey | None = None) -> DisclosureRequest | InvalidRequest:
+    """A recorded submission read again exactly as at intake (the same day of receipt), its raw
+    body opened with the request's data ``key``.
 
     A submission recorded as invalid stays invalid, with the errors recorded at intake, whatever
     its text reads as today: the intake refused it (a ``409`` reference conflict, a ``403``, a
@@ -103,7 +107,17 @@ def parse_recorded(row: RecordedSubmission) -> DisclosureRequest | InvalidReques
     """
     if not row.valid:
         return recorded_refusal(row.validation_errors, row.legal_basis)
-    return read_recorded(row.raw_body, row.received_at)
+    return read_recorded(open_body(row, key), row.received_at)
+
+
+def open_body(row: RecordedSubmission, key: data_keys.DataKey | None) -> str:
+    """The raw body of a recorded submission as received: opened with its data ``key`` (as
+    stored for a ledger from before 0.8.0); :class:`DataKeyError` once it is shredded."""
+    text = data_keys.open_field(key, data_keys.RAW_BODY, row.raw_body)
+    if text is None:
+        raise DataKeyError(f"request {getattr(row, 'id', '?')} was shredded under retention: "
+                           "its submission can no longer be read")
+    return text
 
 
 def read_recorded(raw_body: str, received_at: datetime) -> DisclosureRequest | InvalidRequest:
@@ -199,6 +213,10 @@ class _Tables:
 def _replay_batch(session: Session, requests: Sequence[LedgerRow], tables: _Tables,
                   against: GroundTable | None) -> Iterator[Replay]:
     ids = [r.id for r in requests]
+    sealed = [r.id for r in requests if data_keys.is_sealed(r.raw_body)]
+    keys = data_keys.keys_for(session, sealed)
+    # a request whose key is gone was shredded (or its key deleted: the event says which)
+    shredded = shredded_on(session=session, request_ids=[i for i in sealed if i not in keys])
     decisions: dict[str, list[LedgerRow]] = {i: [] for i in ids}
     for row in session.execute(select(_DECISIONS).where(_DECISIONS.c.request_id.in_(ids))
                                .order_by(_DECISIONS.c.request_id, _DECISIONS.c.sequence)):
@@ -209,8 +227,82 @@ def _replay_batch(session: Session, requests: Sequence[LedgerRow], tables: _Tabl
         given[row.request_id].append(row)
     roles = _enrolled_roles(session, {row.reviewer_id for rows in given.values() for row in rows})
     for request in requests:
-        answers = _answers(given[request.id], decisions[request.id], roles)
-        yield _replay_one(request, decisions[request.id], answers, tables, against)
+        if request.id in shredded or (data_keys.is_sealed(request.raw_body)
+                                      and request.id not in keys):
+            yield _replay_shredded(request, decisions[request.id], tables,
+                                   shredded.get(request.id))
+            continue
+        key = keys.get(request.id)
+        answers = _answers(given[request.id], decisions[request.id], roles, key)
+        yield _replay_one(request, decisions[request.id], answers, tables, against, key=key)
+
+
+def shredded_on(*, session: Session, request_ids: Sequence[str]) -> dict[str, date]:
+    """The day (in the Netherlands) each of ``request_ids`` that was shredded was shredded on,
+    from its sealed ``request_shredded`` event."""
+    found: dict[str, date] = {}
+    for start in range(0, len(request_ids), 500):
+        for event in chain.sealed_events(session=session, kind=EventKind.REQUEST_SHREDDED.value,
+                                         request_ids=request_ids[start:start + 500]):
+            found[event.request_id] = received_on(event.occurred_at)
+    return found
+
+
+def _replay_shredded(request: LedgerRow, decisions: list[LedgerRow], tables: _Tables,
+                     on: date | None) -> Replay:
+    """A shredded request: what the record still proves, the recorded decision in force held
+    against the snapshot of the table it was read from."""
+    common: dict[str, Any] = {
+        "request_id": request.id, "partner_id": request.partner_id,
+        "requester_body": request.requester_body, "reference": request.reference,
+        "received_on": received_on(request.received_at), "reference_date": None,
+        "subject_count": request.subject_count, "shredded_on": on}
+    when = f"on {on.isoformat()}" if on else "(no request_shredded event records it)"
+    notes = [f"shredded under retention {when}: the submission, its subjects and the "
+             "reviewers' motivations can no longer be read; what the record keeps was checked"]
+    if not decisions:
+        return Replay(status=ReplayStatus.SHREDDED if on else ReplayStatus.CANNOT_REPLAY,
+                      notes=tuple(notes), problem=None if on else "its data key is missing",
+                      **common)
+    engine_row, in_force = decisions[0], decisions[-1]
+    common |= {"ground_id": engine_row.ground_id, "ground_version": engine_row.ground_version,
+               "table_hash": in_force.table_hash, "recorded": recorded_decision(engine_row)}
+    table = tables.get(in_force.table_hash)
+    if isinstance(table, str):
+        return Replay(status=ReplayStatus.CANNOT_REPLAY, problem=table, notes=tuple(notes),
+                      **common)
+    common["replay_table_hash"] = table.hash
+    common |= _citation(table, engine_row.ground_id, engine_row.ground_version)
+    differences = list(_against_snapshot(request, in_force, table))
+    if on is None:
+        differences.append(Difference("data_key", "missing", "a request_shredded event"))
+    notes.append(f"decision {in_force.sequence} in force ({in_force.outcome}) held against "
+                 f"table {in_force.table_hash[:12]}")
+    return Replay(status=ReplayStatus.DIFFERS if differences else ReplayStatus.SHREDDED,
+                  differences=tuple(differences), notes=tuple(notes), **common)
+
+
+def _against_snapshot(request: LedgerRow, decision: LedgerRow,
+                      table: GroundTable) -> Iterator[Difference]:
+    """What a recorded decision must agree with in the table it names: its ground version
+    exists, may be asked for by the requesting body, and can release what was released."""
+    released = sorted(decision.released or [])
+    if decision.outcome not in (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value):
+        if released:
+            yield Difference("released", ", ".join(released), f"nothing ({decision.outcome})")
+        return
+    version = table_version(table, decision.ground_version)
+    if version is None:
+        yield Difference("ground_version", str(decision.ground_version),
+                         "a version of the table's ground")
+        return
+    if request.requester_body not in {b.value for b in version.requesters}:
+        yield Difference("requester_body", request.requester_body,
+                         ", ".join(sorted(b.value for b in version.requesters)))
+    allowed = {c.value for c in version.releasable}
+    beyond = [c for c in released if c not in allowed]
+    if beyond:
+        yield Difference("released", ", ".join(beyond), ", ".join(sorted(allowed)))
 
 
 def _enrolled_roles(session: Session, reviewer_ids: set[str]) -> dict[str, str]:
@@ -223,7 +315,7 @@ def _enrolled_roles(session: Session, reviewer_ids: set[str]) -> dict[str, str]:
 
 
 def _answers(rows: Sequence[LedgerRow], decisions: Sequence[LedgerRow],
-             roles: dict[str, str]) -> tuple[Answer, ...]:
+             roles: dict[str, str], key: data_keys.DataKey | None) -> tuple[Answer, ...]:
     """A request's review answers as replay shows them: with the reviewer's enrolled role and
     what each verdict released (an ``approve`` the engine's proposal in force)."""
     proposals = [(d.decided_at, (d.proposal or {}).get("released", [])) for d in decisions
@@ -231,14 +323,16 @@ def _answers(rows: Sequence[LedgerRow], decisions: Sequence[LedgerRow],
     releases = answer_releases(rows, proposals)
     return tuple(Answer(
         seq=row.seq, reviewer_id=row.reviewer_id, role=row.role, verdict=row.verdict,
-        categories=tuple(row.categories), motivation=row.motivation, step=row.step,
+        categories=tuple(row.categories), motivation=open_motivation(key, row.motivation),
+        step=row.step,
         accepted=row.accepted, refusal_code=row.refusal_code,
         refusal_message=row.refusal_message, answered_at=row.answered_at,
         enrolled_role=roles.get(row.reviewer_id), releases=releases[row.seq]) for row in rows)
 
 
 def _replay_one(request: LedgerRow, decisions: list[LedgerRow], answers: tuple[Answer, ...],
-                tables: _Tables, against: GroundTable | None) -> Replay:
+                tables: _Tables, against: GroundTable | None, *,
+                key: data_keys.DataKey | None) -> Replay:
     common: dict[str, Any] = {
         "request_id": request.id, "partner_id": request.partner_id,
         "requester_body": request.requester_body, "reference": request.reference,
@@ -251,7 +345,7 @@ def _replay_one(request: LedgerRow, decisions: list[LedgerRow], answers: tuple[A
     common |= {"ground_id": engine_row.ground_id, "ground_version": engine_row.ground_version,
                "table_hash": engine_row.table_hash, "recorded": recorded}
     table = against if against is not None else tables.get(engine_row.table_hash)
-    parsed = parse_recorded(request)
+    parsed = parse_recorded(request, key)
     if isinstance(parsed, DisclosureRequest):
         common["reference_date"] = parsed.reference_date
     if isinstance(table, str):

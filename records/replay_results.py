@@ -20,6 +20,9 @@ class ReplayStatus(StrEnum):
     DIFFERS = "differs"  # a field differs, or a review check failed
     CANNOT_REPLAY = "cannot_replay"  # no snapshot, or the submission no longer reads
     UNDECIDED = "undecided"  # received, no decision recorded yet: nothing to replay
+    # its retention term ended and its data key was destroyed: the submission cannot be read
+    # again; the recorded decision was checked against its table snapshot instead
+    SHREDDED = "shredded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,7 @@ class Replay:
     problem: str | None = None
     review: ReviewAccount | None = None
     notes: tuple[str, ...] = ()
+    shredded_on: date | None = None
 
     @property
     def agrees(self) -> bool:
@@ -172,5 +176,6 @@ class Replay:
             "problem": self.problem,
             "review": self.review.to_dict() if self.review else None,
             "notes": list(self.notes),
+            "shredded_on": self.shredded_on.isoformat() if self.shredded_on else None,
         }
 

@@ -30,6 +30,8 @@ class Summary:
     review_checks_failed: int
     tables: tuple[tuple[str, int], ...]  # (table hash, requests replayed against it)
     not_agreeing: tuple[Replay, ...] = field(repr=False)
+    #: shredded under retention: their recorded decision held against its table snapshot
+    shredded: int = 0
 
     @property
     def replayed(self) -> int:
@@ -44,7 +46,8 @@ class Summary:
                 "last": self.last.isoformat() if self.last else None,
                 "against": self.against, "requests": self.requests, "agrees": self.agrees,
                 "differs": self.differs, "cannot_replay": self.cannot_replay,
-                "undecided": self.undecided, "reviewed": self.reviewed,
+                "undecided": self.undecided, "shredded": self.shredded,
+                "reviewed": self.reviewed,
                 "review_checks_failed": self.review_checks_failed,
                 "tables": [{"table_hash": h, "requests": n} for h, n in self.tables]}
 
@@ -80,7 +83,8 @@ class Tally:
             requests=sum(self.counts.values()), agrees=self.counts[ReplayStatus.AGREES],
             differs=self.counts[ReplayStatus.DIFFERS],
             cannot_replay=self.counts[ReplayStatus.CANNOT_REPLAY],
-            undecided=self.counts[ReplayStatus.UNDECIDED], reviewed=self.reviewed,
+            undecided=self.counts[ReplayStatus.UNDECIDED],
+            shredded=self.counts[ReplayStatus.SHREDDED], reviewed=self.reviewed,
             review_checks_failed=self.review_checks_failed,
             tables=tuple(sorted(self.tables.items(), key=lambda item: -item[1])),
             not_agreeing=tuple(self.not_agreeing))

@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, col
 
 from legal_bases import limits
-from records import chain, totp
+from records import chain, data_keys, totp
 from records.chain import NewEvent
 from records.decisions import set_states
-from records.errors import LedgerError
+from records.errors import DataKeyError, LedgerError
 from records.models import (
     ACTOR_LENGTH,
     FLOW_RUN_ID_LENGTH,
@@ -213,23 +213,51 @@ def verify_code(*, session: Session, reviewer_id: str, code: str, seal: totp.Sec
 
 
 def answers_for(*, session: Session, request_id: str) -> list[ReviewAnswerRow]:
-    """The answers given on a request's review form, in order."""
-    return list(session.execute(select(ReviewAnswerRow)
+    """The answers given on a request's review form, in order, their motivations opened with
+    the request's data key (:data:`MOTIVATION_REMOVED` once the request is shredded). The rows
+    are detached from the session: they are read, never written back."""
+    rows = list(session.execute(select(ReviewAnswerRow)
                                 .where(col(ReviewAnswerRow.request_id) == request_id)
                                 .order_by(col(ReviewAnswerRow.seq))).scalars())
+    key = data_keys.key_for(session, request_id) if rows else None
+    for row in rows:
+        session.expunge(row)
+        row.motivation = open_motivation(key, row.motivation)
+    return rows
+
+
+#: What a motivation reads as once its request is shredded.
+MOTIVATION_REMOVED = "(removed under retention)"
+
+
+def open_motivation(key: data_keys.DataKey | None, stored: str) -> str:
+    """A stored motivation's text (:data:`MOTIVATION_REMOVED` once its key is gone)."""
+    text = data_keys.open_field(key, data_keys.MOTIVATION, stored)
+    return MOTIVATION_REMOVED if text is None else text
 
 
 def motivation_digest(motivation: str) -> str:
+    """sha256 of a motivation as stored: of its sealed text (or, for an answer recorded before
+    0.8.0, of the clear text the event of that time committed to)."""
     return hashlib.sha256(motivation.encode("utf-8")).hexdigest()
 
 
 def record_answer(*, session: Session, answer: ReviewAnswerRow,
                   submitted_at: datetime | None = None) -> ReviewAnswerRow:
-    """Record one answer and its audit event (the motivation by digest: it is free text).
+    """Record one answer and its audit event. The motivation is free text that may name people:
+    it is stored sealed with the request's data key, and the event holds the sha256 of the
+    sealed text (``motivation_sealed_sha256``), which stays checkable after shredding.
 
     ``submitted_at`` is when the reviewer submitted it (the time its one-time code was checked
-    as of), where that differs from when the review run took it (``answered_at``).
+    as of), where that differs from when the review run took it (``answered_at``). The row
+    returned is detached, with the motivation in clear.
     """
+    key = data_keys.key_for(session, answer.request_id)
+    if key is None:
+        raise DataKeyError(f"request {answer.request_id} has no data key (shredded): "
+                                     "no answer can be recorded on it")
+    plain = answer.motivation
+    answer.motivation = key.seal(data_keys.MOTIVATION, plain)
     with session.begin_nested():
         session.add(answer)
         session.flush()
@@ -238,13 +266,15 @@ def record_answer(*, session: Session, answer: ReviewAnswerRow,
             "verdict": answer.verdict, "categories": answer.categories,
             "accepted": answer.accepted, "step": answer.step,
             "refusal_code": answer.refusal_code,
-            "motivation_sha256": motivation_digest(answer.motivation)}
+            "motivation_sealed_sha256": motivation_digest(answer.motivation)}
         if submitted_at is not None:
             payload["submitted_at"] = iso(submitted_at)
         chain.append_events(session=session, events=[NewEvent(
             kind="review_answer_recorded", occurred_at=answer.answered_at,
             actor=answer.reviewer_id, request_id=answer.request_id,
             flow_run_id=answer.flow_run_id, payload=payload)])
+    session.expunge(answer)
+    answer.motivation = plain
     return answer
 
 

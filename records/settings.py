@@ -19,11 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from legal_bases import limits
 from legal_bases.table import GroundTable, load_table
 from records.chain_keys import UNKEYED_UNTIL, ChainKeys, new_key_entry, parse_keyring
-from records.errors import ChainKeyError, PseudonymKeyError
+from records.errors import ChainKeyError, DataKeyError, PseudonymKeyError
 
 #: Names of the key files created under ``data_dir`` when no key is configured.
 PSEUDONYM_KEY_FILE = "pseudonym.key"
 CHAIN_KEY_FILE = "chain.keys"
+DATA_KEK_FILE = "data.keks"
 #: Bytes of a generated pseudonym key, and the fewest a configured key may have.
 PSEUDONYM_KEY_BYTES = 32
 
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
       ``chain_key_block``, the name of a Prefect Secret block holding it (read by the flows);
       default a key file in ``data_dir``, made on first use. Losing it makes the chain
       unverifiable: keep it (and every retired key) apart from the database, and back it up.
+    * ``data_kek``: the ring of key-encryption keys that wrap each request's data key
+      (:mod:`records.data_keys`), in the chain key ring's format; or ``data_kek_block``, a
+      Prefect Secret block holding it (read by the flows); default a key file in ``data_dir``,
+      made on first use. Losing it makes every sealed submission and motivation unreadable:
+      keep it apart from the database and its backups, and back it up on its own.
+    * ``outbox_keep_days``: how long a file-drop delivery stays in a partner's outbox folder
+      when the partner does not mark it collected (:mod:`connectors.outbox`);
+      ``dropoff_keep_days``: how long a drop-off file stays in processed/ or rejected/ once
+      filed away (:meth:`connectors.dropoff.DropBox.sweep_filed`).
     * ``checkpoint_dir``: where signed checkpoints of the chain head are written (outside the
       ledger; ``audit verify`` checks every one it finds there); default under ``data_dir``.
     * ``claim_lease_seconds``: how long a worker's claim on a request holds unless renewed (a
@@ -73,6 +83,10 @@ class Settings(BaseSettings):
     escalation_webhook_url: str | None = None
     chain_key: SecretStr | None = None
     chain_key_block: str | None = None
+    data_kek: SecretStr | None = None
+    data_kek_block: str | None = None
+    outbox_keep_days: int = limits.OUTBOX_KEEP_DAYS
+    dropoff_keep_days: int = limits.DROPOFF_KEEP_DAYS
     checkpoint_dir: Path | None = None
     claim_lease_seconds: float = limits.CLAIM_LEASE_SECONDS
 
@@ -107,6 +121,22 @@ class Settings(BaseSettings):
     @property
     def chain_key_file(self) -> Path:
         return self.data_dir / CHAIN_KEY_FILE
+
+    @property
+    def data_kek_file(self) -> Path:
+        return self.data_dir / DATA_KEK_FILE
+
+    def data_keks(self) -> ChainKeys:
+        """The KEK ring: ``DISCLOSURE_DATA_KEK``, else the key file (made on first use); a ring
+        in a Prefect Secret block (``DISCLOSURE_DATA_KEK_BLOCK``) is read by the flows."""
+        if self.data_kek_block:
+            raise DataKeyError("the KEK ring is in the Prefect Secret block "
+                               f"{self.data_kek_block!r}: open the ledger through "
+                               "flows.runtime.open_ledger, which reads it")
+        if self.data_kek is not None:
+            return parse_keyring(self.data_kek.get_secret_value(), "DISCLOSURE_DATA_KEK")
+        path = self.data_kek_file
+        return parse_keyring(_key_file(path, new_key_entry), str(path))
 
     def pseudonym_key_bytes(self) -> bytes:
         """The pseudonym key: the configured one, else the key file (created on first use)."""

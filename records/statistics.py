@@ -11,8 +11,10 @@ decided, ``undecided`` if nothing was decided yet, and ``rejected`` for every in
 Per group of requests (:class:`Tally`):
 
 * ``requests``; ``subjects``: the subjects they named (sum of ``subject_count``);
-  ``subjects_affected``: distinct subjects (pseudonyms) of the requests whose decision in force
-  released something — distinct within the group, so it does not add up across groups;
+  ``subjects_affected``: distinct subjects of the requests whose decision in force released
+  something — distinct within the group, so it does not add up across groups. Counted from the
+  subject tags (records/data_keys.py), which stay when a request is shredded, so a period's
+  report keeps its counts after retention;
 * released categories: per category, the requests that released it and the subject-releases
   (the subjects of those requests);
 * time to decision: ``received_at`` → ``decided_at`` of the decision in force, in days, over the
@@ -60,13 +62,14 @@ from sqlalchemy.orm import Session
 from legal_bases.errors import DisclosureError
 from legal_bases.limits import REPORT_DAYS_DECIMALS, REPORT_FETCH_ROWS
 from legal_bases.vocabulary import Body, Category, Outcome
+from records import data_keys
 from records.ledger import local_midnight
-from records.models import DecisionRow, RequestRow, RequestSubject
+from records.models import DecisionRow, RequestRow
 from records.timestamps import utc
 
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
-_SUBJECTS: Table = RequestSubject.__table__  # type: ignore[attr-defined]
+_TAGS: Table = data_keys.SUBJECT_TAGS
 
 #: The outcome of a request on which nothing was decided yet.
 UNDECIDED = "undecided"
@@ -459,13 +462,15 @@ def _count_affected(session: Session, report: Report) -> None:
     the database per row, per part and over the whole period."""
     requests = _REQUESTS.alias("r")
     decision, joined = _in_force(requests)
-    subjects = _SUBJECTS.alias("s")
+    # the subjects as counted for good (subject_tags): one tag per person within a year of
+    # receipt, kept after the request is shredded (records/data_keys.py)
+    subjects = _TAGS.alias("s")
     parts = report.parts
     bucket: ColumnElement[Any] = (
         case(*((requests.c.received_at < p.end, i) for i, p in enumerate(parts[:-1])),
              else_=len(parts) - 1) if len(parts) > 1 else literal_column("0"))
     released = (select(bucket.label("part"), requests.c.requester_body, requests.c.legal_basis,
-                       decision.c.outcome, subjects.c.pseudonym)
+                       decision.c.outcome, subjects.c.tag.label("pseudonym"))
                 .select_from(requests.join(decision, joined).join(
                     subjects, subjects.c.request_id == requests.c.id))
                 .where(_in_period(requests, report.period), requests.c.valid,

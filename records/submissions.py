@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import types
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,12 +26,12 @@ from sqlalchemy.orm import Session
 
 from legal_bases.errors import FieldError
 from legal_bases.request import DisclosureRequest, InvalidRequest
-from legal_bases.table import canonical_json, sha256
+from legal_bases.table import canonical_json
 from legal_bases.vocabulary import Body
-from records import chain
+from records import chain, data_keys
 from records.api_keys import revoked_among
 from records.chain import NewEvent
-from records.ledger import request_values, submission_event
+from records.ledger import received_on, request_values, submission_event
 from records.models import (
     RequestRow,
     RequestStatus,
@@ -123,7 +124,9 @@ def record_submissions(*, session: Session, submissions: Sequence[Submission],
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _digest(submission: Submission) -> tuple[Any, str]:
+def _basis(submission: Submission) -> tuple[Any, str]:
+    """The submission's JSON data (None if it is not JSON) and the text its body hash is over:
+    its canonical JSON, or the text itself."""
     data = submission.data
     if data is _UNSET:
         try:
@@ -131,8 +134,8 @@ def _digest(submission: Submission) -> tuple[Any, str]:
         except RecursionError:
             data = _UNSET
     if data is _UNSET:
-        return None, sha256(submission.raw_body)
-    return data, sha256(canonical_json(data))
+        return None, submission.raw_body
+    return data, canonical_json(data)
 
 
 def _loads(raw: str) -> Any:
@@ -193,6 +196,12 @@ def _record(session: Session, submissions: Sequence[Submission],
     revoked = revoked_among(session=session,
                             key_ids=[s.key_id for s in submissions if s.key_id is not None])
     accepted = _accepted(session, submissions)
+    # the data keys of the accepted requests these may repeat: their body hashes are keyed
+    known = data_keys.keys_for(session, [request_id for request_id, _ in accepted.values()])
+    vault = data_keys.vault_of(session)
+    tags = data_keys.TagKeys(session)
+    keys: list[dict[str, Any]] = []
+    tagged: list[dict[str, Any]] = []
     results: list[Recorded] = []
     rows: list[dict[str, Any]] = []
     subjects: list[dict[str, Any]] = []
@@ -202,13 +211,12 @@ def _record(session: Session, submissions: Sequence[Submission],
         if item.key_id is not None and item.key_id in revoked:
             results.append(Recorded(Recording.REFUSED, "", None, None, None))
             continue
-        data, digest = _digest(item)
+        data, basis = _basis(item)
         parsed = item.parsed
         recording, existing_id = Recording.INVALID, None
         if isinstance(parsed, DisclosureRequest):
-            key = (item.partner_id, parsed.reference)
-            seen = accepted.get(key)
-            if seen is not None and seen[1] == digest:
+            seen = accepted.get((item.partner_id, parsed.reference))
+            if seen is not None and data_keys.same_body(known.get(seen[0]), seen[1], basis):
                 results.append(Recorded(Recording.REPEAT, seen[0], None, None,
                                         parsed.reference))
                 continue
@@ -217,34 +225,51 @@ def _record(session: Session, submissions: Sequence[Submission],
                 parsed = _conflict(parsed, seen[0])
             else:
                 recording = Recording.ACCEPTED
+        request_id = str(uuid.uuid4())
+        key, key_row = vault.new_key(request_id)
+        digest = data_keys.body_digest(key, basis)
         values = request_values(
             partner_id=item.partner_id, body=item.requester_body, channel=item.channel,
             raw_body=item.raw_body, data=data, digest=digest, parsed=parsed,
             received_at=utc(item.received_at, name="received_at"),
-            correlation_id=item.correlation_id)
-        request_id = values["id"]
+            correlation_id=item.correlation_id, key=key, request_id=request_id)
         request = parsed if isinstance(parsed, DisclosureRequest) else None
         state = RequestState.RECEIVED if request is not None else RequestState.INVALID
         pseudonyms: list[str] = []
         if request is not None:
             accepted[(item.partner_id, request.reference)] = (request_id, digest)
+            known[request_id] = key
             pseudonyms = [pseudonymizer.of(s) for s in request.subjects]
             subjects.extend({"request_id": request_id, "position": position,
                              "id_type": subject.id_type.value, "pseudonym": pseudonym}
                             for position, (subject, pseudonym)
                             in enumerate(zip(request.subjects, pseudonyms, strict=True)))
+            tagged.extend(data_keys.tag_rows(
+                tags, received_on(values["received_at"]).year, request_id,
+                [(s.id_type.value, p) for s, p in zip(request.subjects, pseudonyms,
+                                                       strict=True)]))
+        keys.append(key_row)
         rows.append(values)
         statuses.append({"request_id": request_id, "state": state.value,
                          "updated_at": values["received_at"]})
         # the ledger's own event builder reads attributes only: a plain namespace will do
         row = cast(RequestRow, types.SimpleNamespace(**values))
-        events.append(submission_event(row, request, parsed, state, pseudonyms))
+        events.append(submission_event(row, request, parsed, state, pseudonyms, key=key))
         results.append(Recorded(recording, request_id, state, values["received_at"],
                                 values["reference"], existing_id))
     if rows:
-        session.execute(insert(_REQUESTS), rows)
-        for start in range(0, len(subjects), 5000):
-            session.execute(insert(_SUBJECTS), subjects[start:start + 5000])
-        session.execute(insert(_STATUS), statuses)
+        _insert(session, rows, keys=keys, subjects=subjects, tagged=tagged, statuses=statuses)
         chain.append_event_rows(session=session, events=events)
     return results
+
+
+def _insert(session: Session, rows: list[dict[str, Any]], *, keys: list[dict[str, Any]],
+            subjects: list[dict[str, Any]], tagged: list[dict[str, Any]],
+            statuses: list[dict[str, Any]]) -> None:
+    """Insert a batch's rows, table by table (one statement each, subjects in chunks)."""
+    session.execute(insert(_REQUESTS), rows)
+    session.execute(insert(data_keys.DATA_KEYS), keys)
+    for start in range(0, len(subjects), 5000):
+        session.execute(insert(_SUBJECTS), subjects[start:start + 5000])
+        session.execute(insert(data_keys.SUBJECT_TAGS), tagged[start:start + 5000])
+    session.execute(insert(_STATUS), statuses)

@@ -33,10 +33,12 @@ one snapshot of the database for all passes.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Engine, Table, not_, select
@@ -48,13 +50,15 @@ from legal_bases.limits import (
     VERIFY_BATCH_SIZE,
     VERIFY_PROBLEMS_LISTED,
 )
-from legal_bases.table import sha256, table_from_snapshot
+from legal_bases.table import canonical_json, sha256, table_from_snapshot
 from legal_bases.vocabulary import Outcome
-from records import event_rows
+from records import data_keys, event_rows
 from records.api_keys import KEY_ISSUED, KEY_REVOKED, ApiKeyRevocation, ApiKeyRow, bound_hash
 from records.chain import ChainWalk, keys_of
 from records.checkpoints import FoundCheckpoints, checkpoint_problem
 from records.db import read_only
+from records.errors import DataKeyError
+from records.legacy_sealing import REQUESTS_SEALED
 from records.models import (
     AuditEvent,
     DecisionRow,
@@ -71,6 +75,7 @@ from records.reviews import (
     ReviewAnswerRow,
     ReviewerRemoval,
     ReviewerRow,
+    motivation_digest,
     sealed_secret_digest,
 )
 from records.verification_report import RecordCounts, RecordProblem, RecordReport
@@ -89,6 +94,16 @@ _REMOVALS: Table = ReviewerRemoval.__table__  # type: ignore[attr-defined]
 _KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _REVOCATIONS: Table = ApiKeyRevocation.__table__  # type: ignore[attr-defined]
 _ACTORS = frozenset({ENROLLED, REMOVED, KEY_ISSUED, KEY_REVOKED})
+_DATA_KEYS: Table = data_keys.DATA_KEYS
+
+
+def _same_body(key: data_keys.DataKey, plain: str, body_hash: str) -> bool:
+    """Whether an opened raw body gives its body hash (keyed; plain for a ledger sealed later)."""
+    try:
+        basis = canonical_json(json.loads(plain))
+    except (ValueError, RecursionError):
+        basis = plain
+    return data_keys.same_body(key, body_hash, basis)
 
 _RELEASING = (Outcome.APPROVED.value, Outcome.PARTIALLY_APPROVED.value)
 #: Outcomes that act on a request: release data or send it to a reviewer.
@@ -143,6 +158,11 @@ class _Expected:
     answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     snapshots: dict[str, tuple[int, Any, Any]] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
+    #: request id -> seq of its request_shredded event (its data key and subjects are gone)
+    shredded: dict[str, int] = field(default_factory=dict)
+    #: answer key -> (digest of the clear motivation, of the sealed one) for the answers of
+    #: before 0.8.0 sealed afterwards, as the requests_sealed events say
+    resealed: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _answer_key(request_id: Any, seq: Any) -> str:
@@ -155,6 +175,7 @@ class _Verifier:
     def __init__(self, session: Session, batch_size: int, expect_head: tuple[int, str] | None,
                  problems_listed: int) -> None:
         self.session = session
+        self.vault = data_keys.vault_of(session)
         self.batch_size = batch_size
         self.expect_head = expect_head
         self.listed = problems_listed
@@ -313,6 +334,14 @@ class _Verifier:
                     seq, event_rows.fingerprint(event_rows.request_from_event(event, payload)),
                     payload.get("subject_count") if received else 0,
                     payload.get("subjects_digest") if received else None)
+        elif kind == EventKind.REQUEST_SHREDDED.value and request_id is not None:
+            expected.shredded[request_id] = seq
+        elif kind == REQUESTS_SEALED:
+            resealed = payload.get("resealed")
+            if isinstance(resealed, dict):
+                expected.resealed.update(
+                    (k, (v[0], v[1])) for k, v in resealed.items()
+                    if isinstance(v, list) and len(v) == 2)
         elif kind == EventKind.DECISION_RECORDED.value:
             key = self._key(payload.get("decision_id"), "decision_id", event, expected.decisions)
             if key is not None:
@@ -447,22 +476,54 @@ class _Verifier:
                         f"the snapshot {table_hash} this event stored is missing", seq=seq)
         return hashes
 
+    def _with_keys(self, table: Table, columns: Sequence[str],
+                   order_by: Sequence[str]) -> Iterator[Any]:
+        """The rows of ``table`` keyed by ``request_id`` or ``id``, each with its request's
+        wrapped data key (``kek_id``, ``wrapped``; None once shredded), in order."""
+        own = table.c.request_id if "request_id" in table.c else table.c.id
+        query = (select(*(table.c[c] for c in columns), _DATA_KEYS.c.kek_id,
+                        _DATA_KEYS.c.wrapped)
+                 .select_from(table.outerjoin(_DATA_KEYS, _DATA_KEYS.c.request_id == own))
+                 .order_by(*(table.c[c] for c in order_by))
+                 .execution_options(yield_per=self.batch_size))
+        count = 0
+        for row in self.session.execute(query):
+            count += 1
+            yield row
+        self.counts[table.name] = count
+
+    def _data_key(self, request_id: str, row: Any) -> data_keys.DataKey | str | None:
+        """The request's data key from a row of :meth:`_with_keys`; None if it has none; the
+        reason as text if its wrapped key does not open."""
+        if row.wrapped is None:
+            return None
+        try:
+            return self.vault.unwrap(request_id, row.kek_id, row.wrapped)
+        except DataKeyError as exc:
+            return str(exc)
+
     def _subjects(self) -> None:
-        """Hold each request's subjects (pseudonyms) against the count and digest of its event."""
-        current: str | None = None
+        """Hold each request's subjects (pseudonyms) against the count and digest of its event;
+        a shredded request has none left."""
+        current: Any = None
         pseudonyms: list[str] = []
-        for row in self._stream(_SUBJECTS, ("request_id", "pseudonym"),
-                                ("request_id", "position")):
-            if row.request_id != current:
+        for row in self._with_keys(_SUBJECTS, ("request_id", "pseudonym"),
+                                   ("request_id", "position")):
+            if current is None or row.request_id != current.request_id:
                 if current is not None:
                     self._check_subjects(current, pseudonyms)
-                current, pseudonyms = row.request_id, []
+                current, pseudonyms = row, []
             pseudonyms.append(row.pseudonym)
         if current is not None:
             self._check_subjects(current, pseudonyms)
 
-    def _check_subjects(self, request_id: str, pseudonyms: list[str]) -> None:
+    def _check_subjects(self, row: Any, pseudonyms: list[str]) -> None:
+        request_id = row.request_id
         entry = self.expected.requests.get(request_id)
+        if request_id in self.expected.shredded:
+            self._found("subjects_after_shredding", "request_subjects", f"{len(pseudonyms)} "
+                        "subject row(s) of a request shredded under retention (event seq "
+                        f"{self.expected.shredded[request_id]})", row_id=request_id)
         if entry is None:
             return  # a request without its event: reported with the request
         seq, fingerprint, count, digest = entry
@@ -471,27 +532,64 @@ class _Verifier:
             self._found("subjects_mismatch", "request_subjects", f"{len(pseudonyms)} subject "
                         f"row(s); the request's event (seq {seq}) records {count}",
                         row_id=request_id)
-        elif subjects_digest(pseudonyms) != digest:
-            self._found("subjects_mismatch", "request_subjects", "the subjects' pseudonyms do "
-                        f"not give the subjects_digest of the request's event (seq {seq})",
-                        row_id=request_id)
+            return
+        key = self._data_key(request_id, row)
+        if subjects_digest(pseudonyms) == digest:
+            return  # the plain digest of a request recorded before 0.8.0
+        if not isinstance(key, data_keys.DataKey):
+            return  # a key gone or not unwrapping is reported with the request: unchecked
+        if data_keys.subjects_digest(key, pseudonyms) == digest:
+            return
+        self._found("subjects_mismatch", "request_subjects", "the subjects' pseudonyms do "
+                    f"not give the subjects_digest of the request's event (seq {seq})",
+                    row_id=request_id)
 
     def _requests(self) -> None:
-        expected = self.expected.requests
+        expected, shredded = self.expected.requests, self.expected.shredded
         columns = ("id", "partner_id", "requester_body", "channel", "reference", "received_at",
                    "raw_body", "body_hash", "valid", "validation_errors", "legal_basis",
                    "purpose", "reference_date", "due_date", "subject_count", "correlation_id")
-        for row in self._stream(_REQUESTS, columns, ("id",)):
-            if event_rows.body_digest(row.raw_body) != row.body_hash:
-                self._found("raw_body_altered", "requests", "the raw body as stored does not "
-                            "hash to the request's body_hash", row_id=row.id)
+        for row in self._with_keys(_REQUESTS, columns, ("id",)):
+            self._raw_body(row, shredded.get(row.id))
             entry = expected.pop(row.id, None)
-            if entry is not None and entry[2]:  # subjects the event counts, none were found
+            if entry is not None and entry[2] and row.id not in shredded:
+                # subjects the event counts, none were found
                 self._found("subjects_mismatch", "request_subjects", "no subject rows; the "
                             f"request's event (seq {entry[0]}) records {entry[2]}",
                             row_id=row.id)
             self._compare(event_rows.REQUEST, row.id, row, None if entry is None else entry[:2])
         self._orphans(event_rows.REQUEST, expected)
+
+    def _raw_body(self, row: Any, shredded_seq: int | None) -> None:
+        """The raw body against the body hash: opened with the request's data key (or as stored,
+        for a submission recorded in clear before 0.8.0); once shredded, the key must be gone."""
+        key = self._data_key(row.id, row)
+        if shredded_seq is not None:
+            if row.wrapped is not None:
+                self._found("shredding_incomplete", "data_keys", "the request's data key is "
+                            f"still held, although it was shredded (event seq {shredded_seq})",
+                            row_id=row.id)
+            return
+        if not data_keys.is_sealed(row.raw_body):
+            if event_rows.body_digest(row.raw_body) != row.body_hash:
+                self._found("raw_body_altered", "requests", "the raw body as stored does not "
+                            "hash to the request's body_hash", row_id=row.id)
+            return
+        if key is None:
+            self._found("data_key_missing", "data_keys", "the request's data key is gone and "
+                        "no request_shredded event says it was shredded", row_id=row.id)
+            return
+        if isinstance(key, str):
+            self._found("data_key_unusable", "data_keys", key, row_id=row.id)
+            return
+        try:
+            plain = key.open(data_keys.RAW_BODY, row.raw_body)
+        except DataKeyError:
+            plain = None
+        if plain is None or not _same_body(key, plain, row.body_hash):
+            self._found("raw_body_altered", "requests", "the raw body as stored does not open "
+                        "with its data key or does not hash to the request's body_hash",
+                        row_id=row.id)
 
     def _decisions(self, snapshots: set[str]) -> None:
         expected = self.expected.decisions
@@ -560,10 +658,23 @@ class _Verifier:
         columns = ("request_id", "seq", "reviewer_id", "role", "verdict", "categories",
                    "motivation", "accepted", "step", "refusal_code", "answered_at",
                    "flow_run_id")
-        for row in self._stream(_ANSWERS, columns, ("request_id", "seq")):
+        for row in self._with_keys(_ANSWERS, columns, ("request_id", "seq")):
             key = _answer_key(row.request_id, row.seq)
-            self._compare(event_rows.ANSWER, key, row, expected.pop(key, None))
+            event = expected.pop(key, None)
+            self._compare(event_rows.ANSWER, key, self._answer_as_recorded(row, event), event)
         self._orphans(event_rows.ANSWER, expected)
+
+    def _answer_as_recorded(self, row: Any, event: tuple[int, bytes] | None) -> Any:
+        """An answer as its event recorded it. An answer of before 0.8.0 was sealed afterwards
+        (records.legacy_sealing) while its event holds the sha256 of the motivation in clear;
+        the sealed ``requests_sealed`` event names both digests, so such a row is held against
+        its event with the clear text's digest, whether or not its key still exists."""
+        if event is None or not data_keys.is_sealed(row.motivation):
+            return row
+        resealed = self.expected.resealed.get(_answer_key(row.request_id, row.seq))
+        if resealed is None or resealed[1] != motivation_digest(row.motivation):
+            return row
+        return SimpleNamespace(**{**row._mapping, "motivation_digest": resealed[0]})
 
     def _compare(self, kind: event_rows.RowKind, row_id: str, row: Any,
                  event: tuple[int, bytes] | None) -> None:

@@ -43,6 +43,11 @@ PROBLEM_CODES: Mapping[str, str] = {
     "event_without_request": "a request_received or request_invalid event's request is missing",
     "request_mismatch": "a request row disagrees with its event",
     "subjects_mismatch": "a request's subjects (pseudonyms) disagree with its event",
+    # retention: data keys and shredding
+    "data_key_missing": "a request's data key is gone without a request_shredded event",
+    "data_key_unusable": "a request's data key does not open with the KEK ring",
+    "shredding_incomplete": "a request shredded under retention still has its data key",
+    "subjects_after_shredding": "a request shredded under retention still has subject rows",
     # decisions, deliveries, review answers
     "decision_without_event": "a decision has no decision_recorded event",
     "event_without_decision": "a decision_recorded event's decision is missing",

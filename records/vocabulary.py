@@ -46,3 +46,12 @@ class EventKind(StrEnum):
     REQUEST_SET_ASIDE = "request_set_aside"
     # somebody looked a person up to answer an inzage (AVG art. 15): on the record, by pseudonym
     INZAGE_ANSWERED = "inzage_answered"
+    # retention (records/retention.py): a request's term ended and its data key, subjects'
+    # pseudonyms and sealed fields became unreadable; ids and counts only
+    REQUEST_SHREDDED = "request_shredded"
+    # the key of one year's subject tags was destroyed (the year is over)
+    SUBJECT_TAG_KEY_DESTROYED = "subject_tag_key_destroyed"
+    # file-drop deliveries removed from a partner's outbox (collected, or kept long enough)
+    OUTBOX_CLEANED = "outbox_cleaned"
+    # drop-off files filed away long enough removed (the ledger holds what they said, sealed)
+    DROPOFF_FILES_REMOVED = "dropoff_files_removed"

@@ -38,6 +38,8 @@ POSTGRES_URL = os.environ.get("DISCLOSURE_TEST_POSTGRES_URL",
 #: The key ring that seals the test ledgers' audit chains (a fixed key: tests that tamper with a
 #: ledger as an insider holding the key use it too).
 TEST_CHAIN_KEYS = ChainKeys(current=ChainKey("test-key-1", bytes(range(32))))
+#: The KEK ring of the tests' ledgers (records/data_keys.py): never a key of a real ledger.
+TEST_DATA_KEKS = ChainKeys(current=ChainKey("test-kek-1", bytes(range(32, 64))))
 #: The same ring as ``DISCLOSURE_CHAIN_KEY`` takes it, for the commands a test runs on such a
 #: ledger.
 TEST_CHAIN_KEY_RING = f"test-key-1:{bytes(range(32)).hex()}"
@@ -99,7 +101,7 @@ def _postgres_engine(server: URL) -> Iterator[Engine]:
         with admin.begin() as connection:
             connection.execute(text(f"CREATE SCHEMA {schema}"))
         engine = make_engine(server.update_query_dict({"options": f"-csearch_path={schema}"}),
-                             chain_keys=TEST_CHAIN_KEYS)
+                             chain_keys=TEST_CHAIN_KEYS, data_keks=TEST_DATA_KEKS)
         try:
             yield engine
         finally:
@@ -119,10 +121,12 @@ def ledger_on(backend: str, request: pytest.FixtureRequest, folder: Path) -> Ite
             engine = stack.enter_context(
                 _postgres_engine(request.getfixturevalue("postgres_server")))
         elif backend == "sqlite":
-            engine = make_engine(f"sqlite:///{folder / 'ledger.db'}", chain_keys=TEST_CHAIN_KEYS)
+            engine = make_engine(f"sqlite:///{folder / 'ledger.db'}", chain_keys=TEST_CHAIN_KEYS,
+                                 data_keks=TEST_DATA_KEKS)
             stack.callback(engine.dispose)
         elif backend == "sqlite-memory":
-            engine = make_engine("sqlite://", chain_keys=TEST_CHAIN_KEYS)
+            engine = make_engine("sqlite://", chain_keys=TEST_CHAIN_KEYS,
+                                 data_keks=TEST_DATA_KEKS)
             stack.callback(engine.dispose)
         else:
             raise ValueError(f"unknown ledger backend {backend!r}")
@@ -143,3 +147,71 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     line = support.summary() if support is not None else None
     if line is not None:
         terminalreporter.write_line(line)
+
+
+# --- data keys (helper C)
+# Reading and tampering with what a ledger seals under a request's data key
+# (records/data_keys.py), for tests that check the stored record itself.
+
+import json  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+
+from sqlalchemy.engine import Connection  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from legal_bases.table import canonical_json  # noqa: E402
+from records.data_keys import RAW_BODY, DataKey, body_digest, key_for  # noqa: E402
+from records.data_keys import subjects_digest as keyed_subjects  # noqa: E402
+from records.ledger import raw_body_of  # noqa: E402
+from records.models import RequestRow  # noqa: E402
+
+#: ``TEST_DATA_KEKS`` as ``DISCLOSURE_DATA_KEK`` takes it, for the commands a test runs on a
+#: ledger of ``ledger_on``.
+TEST_DATA_KEK_RING = f"test-kek-1:{bytes(range(32, 64)).hex()}"
+
+
+def _request_key(ledger: Engine | Session | Connection, request_id: str) -> DataKey:
+    """The data key of ``request_id`` (it must not have been shredded)."""
+    if isinstance(ledger, Engine):
+        with ledger.connect() as connection:
+            return _request_key(connection, request_id)
+    key = key_for(ledger, request_id)
+    assert key is not None, f"request {request_id} has no data key (shredded?)"
+    return key
+
+
+def body_basis(raw: str) -> str:
+    """What a body hash is taken over: the canonical JSON of ``raw``, or ``raw`` if not JSON."""
+    try:
+        return canonical_json(json.loads(raw))
+    except (ValueError, RecursionError):
+        return raw
+
+
+def keyed_body_hash(ledger: Engine | Session | Connection, request_id: str, raw: str) -> str:
+    """The body hash a submission of ``raw`` has when recorded as ``request_id``: an HMAC under
+    the request's data key."""
+    return body_digest(_request_key(ledger, request_id), body_basis(raw))
+
+
+def keyed_subjects_digest(ledger: Engine | Session | Connection, request_id: str,
+                          pseudonyms: Iterable[str]) -> str:
+    """The ``subjects_digest`` of ``request_id``'s ``request_received`` event for ``pseudonyms``."""
+    return keyed_subjects(_request_key(ledger, request_id), pseudonyms)
+
+
+def sealed_for(ledger: Engine | Session | Connection, request_id: str, text_: str,
+               field: str = RAW_BODY) -> str:
+    """``text_`` sealed under ``request_id``'s data key as ``field``: a stored value that opens,
+    as an insider holding the KEK could write it."""
+    return _request_key(ledger, request_id).seal(field, text_)
+
+
+def opened_raw_body(ledger: Engine | Session, request_id: str) -> str | None:
+    """The raw body of ``request_id`` as received (opened with its data key)."""
+    if isinstance(ledger, Engine):
+        with Session(ledger) as session:
+            return opened_raw_body(session, request_id)
+    row = ledger.get(RequestRow, request_id)
+    assert row is not None, f"no request {request_id}"
+    return raw_body_of(session=ledger, row=row)

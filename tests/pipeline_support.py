@@ -38,6 +38,8 @@ from flows.runtime import Runtime, runtime
 from legal_bases.request import Subject
 from legal_bases.vocabulary import Category, SubjectIdType
 from records.chain import verify_chain
+from records.data_keys import SEALED_PREFIX
+from records.ledger import raw_body_of
 from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestRow, RequestStatus
 
 # -- subjects -----------------------------------------------------------------------------------
@@ -176,6 +178,16 @@ def rows(engine: Engine, model: type[Any], **where: Any) -> list[Any]:
         found = list(session.execute(query).scalars())
         session.expunge_all()
         return found
+
+
+def received(engine: Engine, row: RequestRow) -> str:
+    """A request's body as received: stored sealed under its data key (never in clear), opened
+    with it here."""
+    assert row.raw_body.startswith(SEALED_PREFIX), row.raw_body[:40]
+    with Session(engine) as session:
+        opened = raw_body_of(session=session, row=row)
+    assert opened is not None, f"request {row.id} is shredded"
+    return opened
 
 
 def request_by_reference(engine: Engine, partner_id: str, reference: str) -> RequestRow:

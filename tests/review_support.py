@@ -66,11 +66,12 @@ from connectors.partners import load_partners
 from flows.starts import DISPATCHER, DROPOFF, NOTIFY, REVIEW
 from legal_bases.request import read_request
 from records.chain import verify_chain
+from records.data_keys import SEALED_PREFIX
 from records.db import open_ledger
 from records.ledger import received_on, record_submission
 from records.models import AuditEvent, DecisionRow, DeliveryRow, RequestStatus
 from records.pseudonym import Pseudonymizer
-from records.reviews import ReviewAnswerRow, enroll_reviewer
+from records.reviews import ReviewAnswerRow, answers_for, enroll_reviewer
 from records.settings import Settings, load_settings
 from records.totp import SecretSeal, code_at, step_of
 from records.vocabulary import Channel
@@ -336,7 +337,12 @@ class ReviewSystem:
         return sorted(self.rows(DecisionRow, request_id=request_id), key=lambda d: d.sequence)
 
     def answers(self, request_id: str) -> list[ReviewAnswerRow]:
-        return sorted(self.rows(ReviewAnswerRow, request_id=request_id), key=lambda a: a.seq)
+        """The request's review answers, their motivations opened with its data key (each is
+        stored sealed, never in clear)."""
+        stored = self.rows(ReviewAnswerRow, request_id=request_id)
+        assert all(a.motivation.startswith(SEALED_PREFIX) for a in stored), stored
+        with Session(self.ledger) as session:
+            return answers_for(session=session, request_id=request_id)
 
     def deliveries(self, request_id: str) -> list[DeliveryRow]:
         return self.rows(DeliveryRow, request_id=request_id)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pipeline_support as ps
 import pytest
-from conftest import TEST_CHAIN_KEY_RING, ledger_on
+from conftest import TEST_CHAIN_KEY_RING, TEST_DATA_KEK_RING, ledger_on
 from sqlalchemy import func, insert, select
 from sqlmodel import Session, col
 
@@ -234,6 +234,7 @@ def disclosure(world: World, monkeypatch: pytest.MonkeyPatch,
     """Runs ``disclosure ARGS`` on the world's ledger and register."""
     for name, value in {"DISCLOSURE_DATABASE_URL": f"sqlite:///{world.folder / 'ledger.db'}",
                         "DISCLOSURE_CHAIN_KEY": TEST_CHAIN_KEY_RING,
+                        "DISCLOSURE_DATA_KEK": TEST_DATA_KEK_RING,
                         "DISCLOSURE_DATA_DIR": str(world.settings.data_dir),
                         "DISCLOSURE_PSEUDONYM_KEY": ps.PSEUDONYM_KEY,
                         "DISCLOSURE_PARTNERS_FILE": str(EXAMPLES / "partners.yaml"),

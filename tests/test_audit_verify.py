@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_CHAIN_KEYS, _postgres_engine, ledger_on
+from conftest import (
+    TEST_CHAIN_KEYS,
+    _postgres_engine,
+    keyed_body_hash,
+    ledger_on,
+    sealed_for,
+)
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -49,11 +55,15 @@ from flows.audit.verification import (
     verify_record_flow,
 )
 from flows.runtime import open_ledger
+from legal_bases.accountability import load_accountability
 from legal_bases.table import GroundTable, canonical_json, sha256
 from records.chain import NewEvent, append_events, event_hash
 from records.chain_keys import new_key_entry
+from records.data_keys import DATA_KEYS
+from records.data_keys import MOTIVATION as MOTIVATION_FIELD
 from records.db import open_ledger as records_open_ledger
 from records.errors import ChainKeyError
+from records.ledger import raw_body_of
 from records.models import (
     AuditEvent,
     DecisionRow,
@@ -64,6 +74,7 @@ from records.models import (
     TableSnapshot,
 )
 from records.pseudonym import Pseudonymizer
+from records.retention import Due, shred
 from records.reviews import ReviewAnswerRow
 from records.settings import load_settings
 from records.synthetic_history import History, write_history
@@ -439,16 +450,28 @@ def test_a_decision_row_inserted_without_its_event_is_found(ledger: Ledger) -> N
 
 
 @pytest.mark.parametrize("hash_too", [False, True], ids=["raw-body", "raw-body-and-hash"])
-def test_an_altered_raw_body_is_found(ledger: Ledger, hash_too: bool) -> None:
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "resealed"])
+def test_an_altered_raw_body_is_found(ledger: Ledger, hash_too: bool, sealed: bool) -> None:
+    """A raw body replaced in clear text, or sealed again under the request's own data key (an
+    insider holding the KEK), with or without a body hash to match."""
     truth = next(t for t in ledger.history.truths if t.valid)
     with tampering(ledger.engine) as db:
         raw = db.execute(select(REQUESTS.c.raw_body)
                          .where(REQUESTS.c.id == truth.request_id)).scalar_one()
-        body = json.loads(raw)
+        with Session(bind=db) as session:
+            row = session.get(RequestRow, truth.request_id)
+            assert row is not None
+            opened = raw_body_of(session=session, row=row)
+        assert raw.startswith("enc1:")
+        assert opened is not None
+        body = json.loads(opened)
         body["categories"] = [*body["categories"], "gezondheid"]
-        changed: dict[str, Any] = {"raw_body": json.dumps(body)}
+        forged = json.dumps(body)
+        changed: dict[str, Any] = {
+            "raw_body": sealed_for(db, truth.request_id, forged) if sealed else forged}
         if hash_too:
-            changed["body_hash"] = sha256(canonical_json(body))
+            changed["body_hash"] = (keyed_body_hash(db, truth.request_id, forged) if sealed
+                                    else sha256(canonical_json(body)))
         db.execute(update(REQUESTS).where(REQUESTS.c.id == truth.request_id).values(**changed))
         report = verify(db)
     assert report.chain_ok
@@ -460,6 +483,43 @@ def test_an_altered_raw_body_is_found(ledger: Ledger, hash_too: bool) -> None:
         assert problem.detail == "disagrees with its event on body_hash"
     else:
         assert problem.code == "raw_body_altered"
+
+
+def test_a_data_key_gone_or_unusable_and_an_incomplete_shredding_are_found(
+        ledger: Ledger) -> None:
+    """A data key deleted without a shredding, one that does not unwrap (another request's), and
+    a shredded request whose key or subjects were put back."""
+    gone, unusable, shredded = [t.request_id for t in ledger.history.truths
+                                if t.valid and t.subjects][:3]
+    term = load_accountability().retention_for(None)
+    day = END.date()
+    with tampering(ledger.engine) as db:
+        keys = {r["request_id"]: dict(r) for r in db.execute(
+            select(DATA_KEYS).where(DATA_KEYS.c.request_id.in_([unusable, shredded])))
+            .mappings()}
+        subjects = [dict(r) for r in db.execute(
+            select(SUBJECTS).where(SUBJECTS.c.request_id == shredded)).mappings()]
+        assert subjects
+        with Session(bind=db) as session:
+            assert shred(session=session, due=[Due(shredded, None, term, day, day)],
+                         now=datetime.now(UTC))[0] == 1
+            session.flush()
+        assert verify(db).ok  # shredded under retention: nothing is missing
+        db.execute(delete(DATA_KEYS).where(DATA_KEYS.c.request_id == gone))
+        db.execute(update(DATA_KEYS).where(DATA_KEYS.c.request_id == unusable)
+                   .values(wrapped=keys[shredded]["wrapped"]))
+        broken = verify(db)
+        db.execute(insert(DATA_KEYS), [keys[shredded]])
+        db.execute(insert(SUBJECTS), subjects)
+        restored = verify(db)
+    # (the gone key's subjects can no longer be checked against their keyed digest: only the
+    # missing key is reported, not a subjects_mismatch they may not have)
+    assert broken.chain_ok
+    assert {(c, r) for c, r, _ in codes(broken)} == {
+        ("data_key_missing", gone), ("data_key_unusable", unusable)}
+    assert {(c, r) for c, r, _ in codes(restored)} == {
+        ("data_key_missing", gone), ("data_key_unusable", unusable),
+        ("shredding_incomplete", shredded), ("subjects_after_shredding", shredded)}
 
 
 def test_a_subject_swapped_or_removed_is_found(ledger: Ledger) -> None:
@@ -521,12 +581,18 @@ def test_an_altered_delivery_is_found(ledger: Ledger) -> None:
         ("delivery_mismatch", delivery_id, "disagrees with its event on destination")]
 
 
-def test_an_altered_review_motivation_is_found(ledger: Ledger) -> None:
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "resealed"])
+def test_an_altered_review_motivation_is_found(ledger: Ledger, sealed: bool) -> None:
+    """A motivation replaced in clear text, or sealed under the request's own data key."""
+    forged = "Achteraf anders gemotiveerd dan destijds vastgelegd."
     with tampering(ledger.engine) as db:
-        request_id, seq = db.execute(select(ANSWERS.c.request_id, ANSWERS.c.seq).limit(1)).one()
+        request_id, seq, stored = db.execute(
+            select(ANSWERS.c.request_id, ANSWERS.c.seq, ANSWERS.c.motivation).limit(1)).one()
+        assert stored.startswith("enc1:")
         db.execute(update(ANSWERS).where(ANSWERS.c.request_id == request_id,
                                          ANSWERS.c.seq == seq)
-                   .values(motivation="Achteraf anders gemotiveerd dan destijds vastgelegd."))
+                   .values(motivation=sealed_for(db, request_id, forged, MOTIVATION_FIELD)
+                           if sealed else forged))
         report = verify(db)
     assert [(p.code, p.row_id, p.detail) for p in report.problems] == [
         ("review_answer_mismatch", f"{request_id}#{seq}",

@@ -23,6 +23,9 @@ from flows.starts import (
 from legal_bases import limits
 
 ROOT = Path(__file__).parents[1]
+#: The nightly retention run (flows/retention.py); flows.starts has no name for it, as nothing
+#: starts it by name.
+RETENTION = f"apply-retention/{DEPLOYMENT}"
 
 
 def prefect_yaml() -> dict[str, object]:
@@ -42,12 +45,14 @@ def test_every_entrypoint_in_prefect_yaml_imports_a_flow() -> None:
         spec.loader.exec_module(module)
         flow = getattr(module, attribute)
         names.add(f"{flow.name}/{deployment['name']}")
-    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT, VERIFY}
+    assert names == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT, VERIFY,
+                     RETENTION}
 
 
 def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
     served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
-    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT, VERIFY}
+    assert set(served) == {DISPATCHER, DROPOFF, REVIEW, NOTIFY, REPLAY, REPORT, VERIFY,
+                           RETENTION}
     assert {d.name for d in served.values()} == {DEPLOYMENT}
     intervals = {d["entrypoint"]: d.get("schedules", [{}])[0].get("interval")
                  for d in prefect_yaml()["deployments"]}  # type: ignore[attr-defined]
@@ -59,6 +64,7 @@ def test_served_deployments_match_prefect_yaml_and_the_limits() -> None:
         "flows/audit/replay.py:replay_decisions": None,
         "flows/audit/report.py:transparency_report": None,
         "flows/audit/verification.py:verify_record_flow": None,
+        "flows/retention.py:apply_retention": None,
     }
     notify_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
                        if d["entrypoint"].startswith("flows/review/notify.py"))
@@ -81,3 +87,14 @@ def test_the_record_is_verified_every_night_at_the_time_in_the_limits() -> None:
                        if d["entrypoint"].startswith("flows/audit/verification.py"))
     assert verify_yaml["schedules"] == [{"cron": limits.VERIFY_CRON,
                                          "timezone": "Europe/Amsterdam"}]
+
+
+def test_retention_is_applied_every_night_at_the_time_in_the_limits() -> None:
+    served = {f"{d.flow_name}/{d.name}": d for d in runner_deployments()}
+    [schedule] = served[RETENTION].schedules
+    assert schedule.schedule.cron == limits.RETENTION_CRON
+    assert schedule.schedule.timezone == "Europe/Amsterdam"
+    retention_yaml = next(d for d in prefect_yaml()["deployments"]  # type: ignore[attr-defined]
+                          if d["entrypoint"].startswith("flows/retention.py"))
+    assert retention_yaml["schedules"] == [{"cron": limits.RETENTION_CRON,
+                                            "timezone": "Europe/Amsterdam"}]

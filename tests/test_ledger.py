@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import keyed_body_hash, keyed_subjects_digest, opened_raw_body
 from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -32,6 +33,7 @@ from legal_bases.table import GroundTable, load_table
 from legal_bases.vocabulary import Body, Outcome
 from records import chain
 from records.chain import verify_chain
+from records.data_keys import is_sealed
 from records.decisions import DecisionItem, compute_deadline, record_decision, record_decisions
 from records.errors import (
     LedgerError,
@@ -46,14 +48,15 @@ from records.ledger import (
     derived_state,
     get_request,
     latest_decision,
+    raw_body_of,
     received_on,
     record_submission,
     requests_by_pseudonym,
     status_of,
     subjects_for,
 )
-from records.models import APPEND_ONLY_TABLES, DecisionRow, RequestRow, metadata
-from records.pseudonym import Pseudonymizer, subjects_digest
+from records.models import LEDGER_TABLES, DecisionRow, RequestRow, metadata
+from records.pseudonym import Pseudonymizer
 from records.snapshots import load_table_snapshot, store_table_snapshot
 from records.vocabulary import RequestState
 
@@ -121,7 +124,9 @@ def submit(session: Session, raw: dict[str, Any] | str, *, partner: str = PARTNE
 def assessed(session: Session, request_id: str, table: GroundTable) -> Decision:
     row = get_request(session=session, request_id=request_id)
     assert row is not None
-    parsed = read_request(json.loads(row.raw_body), received_on=received_on(row.received_at))
+    raw = raw_body_of(session=session, row=row)
+    assert raw is not None
+    parsed = read_request(json.loads(raw), received_on=received_on(row.received_at))
     return assess(parsed, Body(row.requester_body), table)
 
 
@@ -136,7 +141,7 @@ def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as connection:
         return {name: connection.execute(
                     select(func.count()).select_from(metadata.tables[name])).scalar_one()
-                for name in (*APPEND_ONLY_TABLES, "request_status")}
+                for name in LEDGER_TABLES}
 
 
 def all_rows(engine: Engine, table: str) -> list[dict[str, Any]]:
@@ -164,7 +169,9 @@ def test_a_valid_submission_is_recorded_with_its_raw_body_subjects_status_and_ev
     with transaction(ledger_engine) as session:
         row = get_request(session=session, request_id=request_id)
         assert row is not None
-        assert row.raw_body == raw
+        assert is_sealed(row.raw_body)
+        assert "GEM-2026-0001" not in row.raw_body
+        assert raw_body_of(session=session, row=row) == raw
         assert row.valid
         assert row.validation_errors == []
         assert (row.partner_id, row.requester_body, row.channel) == (PARTNER, "gemeente", "api")
@@ -174,7 +181,8 @@ def test_a_valid_submission_is_recorded_with_its_raw_body_subjects_status_and_ev
         assert row.due_date == date(2026, 12, 10)
         assert row.subject_count == 2
         assert row.received_at == RECEIVED
-        assert row.body_hash == body_hash(raw)
+        assert row.body_hash == keyed_body_hash(session, request_id, raw)
+        assert row.body_hash != body_hash(raw)
         assert row.correlation_id == "corr-1"
         subjects = subjects_for(session=session, request_id=request_id)
         assert [(s.position, s.id_type) for s in subjects] == [(0, "bsn"), (1, "bsn")]
@@ -186,8 +194,9 @@ def test_a_valid_submission_is_recorded_with_its_raw_body_subjects_status_and_ev
         assert event.occurred_at == RECEIVED
         assert event.payload["subject_count"] == 2
         assert event.payload["subjects_by_type"] == {"bsn": 2}
-        assert event.payload["subjects_digest"] == subjects_digest(
-            s.pseudonym for s in subjects)
+        assert event.payload["subjects_digest"] == keyed_subjects_digest(
+            session, request_id, (s.pseudonym for s in subjects))
+        assert event.payload["body_hash"] == row.body_hash
         assert event.payload["categories"] == ["opleidingsgegevens", "personalia"]
         assert event.payload["reference"] == "GEM-2026-0001"
         assert verify_chain(session=session).ok
@@ -201,7 +210,8 @@ def test_an_invalid_submission_is_kept_as_received_with_its_errors(ledger_engine
         row = get_request(session=session, request_id=request_id)
         assert row is not None
         assert not row.valid
-        assert json.loads(row.raw_body) == body
+        assert is_sealed(row.raw_body)
+        assert json.loads(opened_raw_body(session, request_id) or "null") == body
         assert {(e["path"], e["code"]) for e in row.validation_errors} == {
             ("subjects.0.bsn", "invalid_bsn"), ("purpose", "unknown_value")}
         assert all(set(e) == {"path", "code", "message"} for e in row.validation_errors)
@@ -225,9 +235,12 @@ def test_a_submission_that_is_not_a_request_at_all_is_still_kept(ledger_engine: 
     with transaction(ledger_engine) as session:
         row = get_request(session=session, request_id=request_id)
         assert row is not None
-        assert (row.raw_body, row.valid, row.reference) == (raw, False, None)
+        assert (row.valid, row.reference) == (False, None)
+        assert is_sealed(row.raw_body)
+        assert not raw or raw not in row.raw_body
+        assert raw_body_of(session=session, row=row) == raw
         assert row.validation_errors
-        assert row.body_hash == body_hash(raw)
+        assert row.body_hash == keyed_body_hash(session, request_id, raw)
         assert_status(session, request_id, RequestState.INVALID)
 
 
@@ -384,11 +397,16 @@ def test_no_bsn_is_stored_in_the_audit_trail_or_the_subjects(
         submit(session, request_body(reference="GEM-BAD", subjects=[{"bsn": "111222334"}]))
         decide(session, valid, shipped_table)
     assert counts(ledger_engine)["request_subjects"] == 3
-    for table in ("audit_events", "request_subjects", "decisions", "request_status"):
+    for table in ("audit_events", "request_subjects", "subject_tags", "decisions",
+                  "request_status"):
         dumped = json.dumps(all_rows(ledger_engine, table), default=str)
         for number in (*BSNS, "111222334", ONDERWIJSNUMMER):
             assert number not in dumped, (table, number)
         assert not NINE_DIGITS.search(dumped), (table, NINE_DIGITS.findall(dumped))
+    # the submissions themselves name them, but only sealed under their requests' data keys
+    dumped = json.dumps(all_rows(ledger_engine, "requests"), default=str)
+    for number in (*BSNS, "111222334", ONDERWIJSNUMMER):
+        assert number not in dumped, ("requests", number)
 
 
 def test_a_subject_is_found_in_every_request_that_named_them(ledger_engine: Engine) -> None:
@@ -422,8 +440,8 @@ def test_a_request_for_100000_subjects_is_recorded_in_seconds(ledger_engine: Eng
     with transaction(ledger_engine) as session:
         (event,) = audit_events_for(session=session, request_id=request_id)
         assert event.payload["subject_count"] == 100_000
-        assert event.payload["subjects_digest"] == subjects_digest(
-            PSEUDONYMS.subject("bsn", n) for n in numbers)
+        assert event.payload["subjects_digest"] == keyed_subjects_digest(
+            session, request_id, (PSEUDONYMS.subject("bsn", n) for n in numbers))
 
 
 # --- decisions --------------------------------------------------------------------------------

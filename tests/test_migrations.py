@@ -31,7 +31,13 @@ from records.db import (
 )
 from records.decisions import record_decision
 from records.ledger import record_submission
-from records.models import APPEND_ONLY_TABLES, LEDGER_TABLES, DeliveryRow, metadata
+from records.models import (
+    APPEND_ONLY_TABLES,
+    LEDGER_TABLES,
+    SHREDDABLE_TABLES,
+    DeliveryRow,
+    metadata,
+)
 from records.pseudonym import Pseudonymizer
 from records.reviews import (
     ReviewAnswerRow,
@@ -101,7 +107,7 @@ def test_the_migrated_schema_has_every_check_constraint_of_the_models(
 def test_migrating_twice_changes_nothing(ledger_engine: Engine) -> None:
     migrate(ledger_engine)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0006"
+    assert head == "0007"
     with ledger_engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
 
@@ -141,6 +147,25 @@ def test_the_database_refuses_to_update_or_delete_a_record_row(
             connection.execute(text(statement))
     with ledger_engine.connect() as connection:
         assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() > 0
+
+
+@pytest.mark.parametrize("table", SHREDDABLE_TABLES)
+def test_the_database_refuses_to_update_a_shreddable_row_but_lets_shredding_delete_it(
+        ledger_engine: Engine, shipped_table: GroundTable, table: str) -> None:
+    """A request's subjects and data key, and a year's subject-tag key, are deleted when they are
+    shredded under retention (``audit verify`` tells that from a deletion); never changed."""
+    assert table not in APPEND_ONLY_TABLES
+    one_of_everything(ledger_engine, shipped_table)
+    column = inspect(ledger_engine).get_pk_constraint(table)["constrained_columns"][0]
+    with ledger_engine.connect() as connection:
+        assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() > 0
+    with pytest.raises(IntegrityError, match="UPDATE refused"), \
+            ledger_engine.begin() as connection:
+        connection.execute(text(f"UPDATE {table} SET {column} = {column}"))
+    with ledger_engine.begin() as connection:
+        connection.execute(text(f"DELETE FROM {table}"))
+    with ledger_engine.connect() as connection:
+        assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 0
 
 
 @pytest.mark.postgres

@@ -13,6 +13,8 @@ import pytest
 from legal_bases.errors import DisclosureError
 from legal_bases.request import Subject
 from legal_bases.vocabulary import SubjectIdType
+from records.data_keys import DataKey
+from records.data_keys import subjects_digest as keyed_digest
 from records.errors import PseudonymKeyError
 from records.pseudonym import Pseudonymizer, subjects_digest
 from records.settings import load_settings
@@ -80,6 +82,16 @@ def test_100000_subjects_are_pseudonymised_in_well_under_a_second() -> None:
 def test_the_subjects_digest_does_not_depend_on_order() -> None:
     assert subjects_digest(["b", "a", "c"]) == subjects_digest(["c", "b", "a"])
     assert subjects_digest(["a", "b"]) != subjects_digest(["a", "b", "c"])
+
+
+def test_the_keyed_subjects_digest_does_not_depend_on_order_but_on_the_data_key() -> None:
+    """What a request_received event holds since 0.8.0: the digest under the request's data key
+    (records/data_keys.py), which confirms no guessed subject once that key is shredded."""
+    key, other = DataKey("r-1", bytes(32)), DataKey("r-1", bytes(range(32)))
+    assert keyed_digest(key, ["b", "a", "c"]) == keyed_digest(key, ["c", "b", "a"])
+    assert keyed_digest(key, ["a", "b"]) != keyed_digest(key, ["a", "b", "c"])
+    assert keyed_digest(key, ["a", "b"]) != keyed_digest(other, ["a", "b"])
+    assert keyed_digest(key, ["a", "b"]) != subjects_digest(["a", "b"])
 
 
 # --- the key's source -------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from conftest import TEST_CHAIN_KEY_RING, ledger_on
+from conftest import TEST_CHAIN_KEY_RING, TEST_DATA_KEK_RING, ledger_on, sealed_for
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -170,6 +170,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str, P
     def point(url: str, grounds_dir: Path) -> None:
         monkeypatch.setenv("DISCLOSURE_DATABASE_URL", url)
         monkeypatch.setenv("DISCLOSURE_CHAIN_KEY", TEST_CHAIN_KEY_RING)
+        monkeypatch.setenv("DISCLOSURE_DATA_KEK", TEST_DATA_KEK_RING)
         monkeypatch.setenv("DISCLOSURE_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("DISCLOSURE_GROUNDS_DIR", str(grounds_dir))
         monkeypatch.setenv("DISCLOSURE_PSEUDONYM_KEY", PSEUDONYM_KEY)
@@ -495,7 +496,11 @@ def test_an_altered_snapshot_or_submission_cannot_be_replayed(
         small_world: World, cli_env: Callable[[str, Path], None],
         capsys: pytest.CaptureFixture[str]) -> None:
     world = small_world
-    valid = next(t for t in world.history.truths if t.valid and t.table_hash == world.amended.hash)
+    valid, resealed = [t for t in world.history.truths
+                       if t.valid and t.table_hash == world.amended.hash][:2]
+    # in clear text, as an intruder could write it, and sealed under the request's own data key,
+    # as an insider holding the KEK could
+    forged = sealed_for(world.engine, resealed.request_id, '{"reference": 1}')
     with world.engine.begin() as connection:  # what an intruder with database access could do
         connection.execute(text("DROP TRIGGER table_snapshots_no_update"))
         connection.execute(text("DROP TRIGGER requests_no_update"))
@@ -505,18 +510,22 @@ def test_an_altered_snapshot_or_submission_cannot_be_replayed(
                                                      "h": world.shipped.hash})
         connection.execute(text("UPDATE requests SET raw_body = :body WHERE id = :id"),
                            {"body": '{"reference": 1}', "id": valid.request_id})
+        connection.execute(text("UPDATE requests SET raw_body = :body WHERE id = :id"),
+                           {"body": forged, "id": resealed.request_id})
 
     replays = {r.request_id: r for r in replay_period(world.engine, first=FIRST_DAY,
                                                      last=LAST_DAY)}
     cannot = {i for i, r in replays.items() if r.status is ReplayStatus.CANNOT_REPLAY}
     on_shipped = {t.request_id for t in world.history.truths if t.table_hash == world.shipped.hash}
-    assert cannot == on_shipped | {valid.request_id}
+    assert cannot == on_shipped | {valid.request_id, resealed.request_id}
     assert all("snapshot" in (replays[i].problem or "") for i in on_shipped)
     assert "no longer reads" in (replays[valid.request_id].problem or "")
+    assert "no longer reads" in (replays[resealed.request_id].problem or "")
     cli_env(world.url, world.current_dir)
     code, out = run_cli(capsys, *PERIOD)
     assert code == 1
     assert f"CANNOT REPLAY {valid.request_id}" in " ".join(out.split())
+    assert f"CANNOT REPLAY {resealed.request_id}" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("ledger_engine", ["sqlite"], indirect=True)

@@ -19,6 +19,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from records.db import open_ledger
+from records.ledger import raw_body_of
+from records.models import RequestRow
+from records.settings import Settings
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SCRIPT = Path(sys.executable).parent / "disclosure"
@@ -139,12 +146,23 @@ def test_the_ledger_records_which_flow_run_handled_each_request(
                                "d.flow_run_id is not null)").fetchone()[0]
         deliveries = db.execute("select count(*), count(distinct decision_id), "
                                 "count(flow_run_id) from deliveries").fetchone()
-        raw = " ".join(r[0] for r in db.execute("select raw_body from requests"))
+        stored = " ".join(r[0] for r in db.execute("select raw_body from requests"))
         audit = " ".join(str(r) for r in db.execute("select * from audit_events"))
+    # the submissions as received, opened with their data keys (the KEK file up made in var/)
+    ledger = open_ledger(Settings(data_dir=cwd / "var"))
+    try:
+        with Session(ledger) as session:
+            opened = [raw_body_of(session=session, row=row)
+                      for row in session.scalars(select(RequestRow))]
+    finally:
+        ledger.dispose()
     assert undecided == 0
     assert deliveries == (4, 4, 4)
     numbers = example_numbers()
+    assert None not in opened
+    raw = " ".join(text for text in opened if text is not None)
     assert all(n in raw for n in numbers)  # nothing received is lost
+    assert not any(n in stored for n in numbers)  # sealed: no number in clear in the database
     assert not any(n in audit for n in numbers)
 
 

@@ -146,8 +146,10 @@ def entry_dict(entry: InzageEntry, partner_names: Mapping[str, str], *,
 
 
 def subject_document(entries: Sequence[InzageEntry], subjects: Sequence[Subject],
-                     partner_names: Mapping[str, str], prepared_at: datetime) -> dict[str, Any]:
-    """The data subject's answer: their requests, none of the restricted ones."""
+                     partner_names: Mapping[str, str], prepared_at: datetime,
+                     shredded: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The data subject's answer: their requests, none of the restricted ones; ``shredded`` is
+    what was removed under retention (:meth:`records.retention.ShreddedSoFar.to_dict`)."""
     shown = [e for e in entries if not e.restricted]
     lists = {kind: [entry_dict(e, partner_names) for e in shown if e.kind is kind]
              for kind in EntryKind}
@@ -163,6 +165,8 @@ def subject_document(entries: Sequence[InzageEntry], subjects: Sequence[Subject]
         "disclosures": lists[EntryKind.DISCLOSURE],
         "refused": lists[EntryKind.REFUSED],
         "pending": lists[EntryKind.PENDING],
+        "removed_under_retention": dict(shredded or {"requests_shredded": 0, "first": None,
+                                                     "last": None}),
     }
 
 
@@ -275,6 +279,20 @@ def _entry_title(number: int, entry: Mapping[str, Any]) -> str:
     return f"{number}. {entry['recipient']['name']}, {entry['received_on']}"
 
 
+def _retention_text(removed: Mapping[str, Any]) -> str:
+    """What the answer cannot show: requests whose retention term ended."""
+    text = ("DUO keeps the personal data of these records only for the retention term of each "
+            "legal ground; when it ends, the data of the request are destroyed and it can no "
+            "longer be linked to anyone. ")
+    count = removed.get("requests_shredded") or 0
+    if not count:
+        return text + "No request has been removed this way so far."
+    first, last = removed.get("first"), removed.get("last")
+    when = f"on {first}" if first == last else f"between {first} and {last}"
+    return text + (f"{count} request(s) were removed this way, {when}; whether any of them "
+                   "named you can no longer be known, so they are not in this answer.")
+
+
 def _subject_blocks(doc: Mapping[str, Any]) -> list[_Block]:
     ids = ", ".join(f"{s['type']} {s['number_masked']}" for s in doc["subject"])
     counts = doc["counts"]
@@ -296,6 +314,7 @@ def _subject_blocks(doc: Mapping[str, Any]) -> list[_Block]:
         f"{counts['disclosures']}",
         f"Requests refused (nothing given): {counts['refused']}",
         f"Requests still being decided: {counts['pending']}")))
+    blocks.append(_Para(_retention_text(doc["removed_under_retention"])))
     sections = (
         ("disclosures", "Disclosures",
          "Each organisation below received, or is about to receive, the categories of data "
@@ -435,14 +454,14 @@ class AnswerFiles:
 
 def answer_files(entries: Sequence[InzageEntry], subjects: Sequence[Subject],
                  partner_names: Mapping[str, str], prepared_at: datetime,
-                 pseudonym: str) -> AnswerFiles:
+                 pseudonym: str, *, shredded: Mapping[str, Any] | None = None) -> AnswerFiles:
     """The subject's and the privacy officer's files of one answer.
 
     ``pseudonym`` is the person's first: the file names carry its start, never their number.
     """
     day = prepared_at.astimezone(RECEIPT_TIMEZONE).date().isoformat()
     stem = f"inzage-{day}-{pseudonym[:_REF_CHARS]}"
-    subject_doc = subject_document(entries, subjects, partner_names, prepared_at)
+    subject_doc = subject_document(entries, subjects, partner_names, prepared_at, shredded)
     subject_names = tuple(f"{stem}.{ext}" for ext in ("md", "html", "json"))
     officer_doc = officer_document(entries, subjects, partner_names, prepared_at,
                                    list(subject_names))

@@ -16,7 +16,8 @@ from records.replay_results import Answer, Replay, ReplayStatus
 from records.replay_summary import Summary
 
 _STATUS_WORD = {ReplayStatus.AGREES: "AGREES", ReplayStatus.DIFFERS: "DIFFERS",
-                ReplayStatus.CANNOT_REPLAY: "CANNOT REPLAY", ReplayStatus.UNDECIDED: "UNDECIDED"}
+                ReplayStatus.CANNOT_REPLAY: "CANNOT REPLAY", ReplayStatus.UNDECIDED: "UNDECIDED",
+                ReplayStatus.SHREDDED: "SHREDDED"}
 
 
 def _list(values: Any) -> str:
@@ -37,7 +38,8 @@ def row_of(replay: Replay) -> dict[str, Any]:
             "recorded_outcome": replay.recorded_outcome or "",
             "replayed_outcome": replay.replayed_outcome or "",
             "agrees": replay.agrees, "status": replay.status.value,
-            "fields": list(replay.differing_fields), "problem": replay.problem}
+            "fields": list(replay.differing_fields), "problem": replay.problem,
+            "shredded_on": replay.shredded_on.isoformat() if replay.shredded_on else None}
 
 
 def _line(row: dict[str, Any], *, against_current: bool) -> str:
@@ -49,6 +51,9 @@ def _line(row: dict[str, Any], *, against_current: bool) -> str:
         return f"{head}: {row['problem']}"
     if status is ReplayStatus.UNDECIDED:
         return f"{head}: no decision recorded yet"
+    if status is ReplayStatus.SHREDDED:
+        return (f"{head}: shredded under retention on {row['shredded_on']}; recorded "
+                f"{row['recorded_outcome']} holds against its table snapshot")
     change = f"recorded {row['recorded_outcome']}"
     if row["replayed_outcome"] != row["recorded_outcome"]:
         change += f" → replayed {row['replayed_outcome']}"
@@ -74,11 +79,12 @@ def summary_lines(summary: dict[str, Any], rows: Sequence[dict[str, Any]], *,
              (f"against today's table {against}" + (f" ({table_source})" if table_source else "")
               if against else "against the table recorded with each decision (ledger snapshots)"),
              ""]
-    # the first four add up to the requests in all; the lines after them count again
+    # the first five add up to the requests in all; the lines after them count again
     differ_label = "would change" if against else "differ"
     counts = [("agree", summary["agrees"]), (differ_label, summary["differs"]),
               ("cannot replay", summary["cannot_replay"]),
               ("not yet decided", summary["undecided"]),
+              ("shredded", summary.get("shredded", 0)),
               ("requests in all", summary["requests"])]
     lines += [f"  {label:<{_LABEL}}{value:>6}" for label, value in counts]
     reviewed = (f"  {'of which reviewed':<{_LABEL}}{summary['reviewed']:>6}  (decided by a "
@@ -131,6 +137,22 @@ def account_lines(replay: Replay) -> list[str]:
     lines.append("")
     if replay.status is ReplayStatus.UNDECIDED:
         return [*lines, "UNDECIDED: no decision is recorded yet; nothing to replay"]
+    if replay.shredded_on is not None or replay.status is ReplayStatus.SHREDDED:
+        lines.append(f"SHREDDED under retention on "
+                     f"{replay.shredded_on.isoformat() if replay.shredded_on else '—'}: the "
+                     "submission, its subjects and the reviewers' motivations can no longer "
+                     "be read")
+        lines += [f"  {note}" for note in replay.notes[1:]]
+        if replay.status is ReplayStatus.SHREDDED:
+            return [*lines, "the recorded decision in force holds against its table snapshot "
+                            "(ground version, requesting body, releasable categories)"]
+        if replay.status is ReplayStatus.CANNOT_REPLAY:
+            return [*lines, f"CANNOT REPLAY: {replay.problem}"]
+        return [*lines, "DIFFERS: the recorded decision does not hold against its table "
+                        "snapshot, in " + ", ".join(d.field for d in replay.differences),
+                *(f"  {d.field}: recorded {json.dumps(d.recorded, ensure_ascii=False)}, "
+                  f"snapshot allows {json.dumps(d.replayed, ensure_ascii=False)}"
+                  for d in replay.differences)]
     lines += _decision_lines(replay)
     lines.append("")
     if replay.status is ReplayStatus.CANNOT_REPLAY:
@@ -231,6 +253,7 @@ def markdown(summary: Summary, rows: Sequence[dict[str, Any]], shown: int) -> st
            f"| {'would change' if summary.against else 'differ'} | {summary.differs} |",
            f"| cannot replay | {summary.cannot_replay} |",
            f"| not yet decided | {summary.undecided} |",
+           f"| shredded under retention | {summary.shredded} |",
            f"| reviewed | {summary.reviewed} |", ""]
     if not summary.against:
         out += [f"Review checks failed: {summary.review_checks_failed}.", ""]

@@ -105,6 +105,16 @@ def describe_event(event: AuditEvent, review: ReviewWords | None = None) -> tupl
     if kind == EventKind.REQUEST_SET_ASIDE.value:
         return "set aside", (f"at {p.get('step')}: {p.get('reason')} ({p.get('detail')}); an "
                              "operator must act")
+    if kind == EventKind.REQUEST_SHREDDED.value:
+        removed = p.get("removed") or {}
+        return "shredded under retention", (
+            f"term {p.get('term')}, {p.get('term_started')} – {p.get('term_ended')}: data key "
+            f"destroyed; {removed.get('subject_rows', 0)} subject pseudonym(s) and "
+            f"{removed.get('motivations', 0)} motivation(s) no longer readable")
+    if kind == EventKind.OUTBOX_CLEANED.value:
+        return "removed from the outbox", (
+            f"{p.get('files')} file(s) of delivery {p.get('idempotency_key')} at "
+            f"{p.get('partner_id')}: {_list(p.get('reasons'))}")
     if kind in ("review_overdue", "review_escalated"):
         return kind.replace("_", " "), f"deadline {p.get('deadline')}"
     return kind, ", ".join(f"{k}={_compact(v)}" for k, v in sorted(p.items()))

@@ -54,7 +54,7 @@ def decide_requests(rt: Runtime, request_ids: Sequence[str], *, flow_run_id: str
         aside: list[SetAside] = []
         for row in waiting:
             try:
-                parsed[row.id] = parse_submission(row)
+                parsed[row.id] = parse_submission(row, session)
                 decisions[row.id] = assess(parsed[row.id], Body(row.requester_body), rt.table)
             except Exception as exc:  # one submission must never stop the batch
                 aside.append(SetAside(request_id=row.id, step="decide", reason="not_assessable",

@@ -262,7 +262,7 @@ def _back_to_review(rt: Runtime, session: Session, again: Sequence[_Pending], *,
         if in_force.get(pending.request.id) != pending.decision.id:
             continue  # decided again meanwhile (a concurrent delivery sent it to review)
         table = table_of(rt, pending.decision)
-        parsed = parse_submission(pending.request)
+        parsed = parse_submission(pending.request, rt.ledger)
         decision = with_review_trigger(assess(parsed, Body(pending.request.requester_body),
                                               table), ReviewTrigger.SHIELDED_SUBJECT)
         items_by_table.setdefault(table.hash, (table, []))[1].append(DecisionItem(
@@ -319,7 +319,7 @@ def _bulk_ready(rt: Runtime, pending: _Pending) -> _Bulk | Exception:
     subject is shielded now (asked of the register in one cheap query, before anything is sent,
     so a shielded subject sends the request back to review, not half delivered)."""
     request, decision = pending.request, pending.decision
-    parsed = parse_submission(request)
+    parsed = parse_submission(request, rt.ledger)
     if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
         return ReleaseRefusedError("request_invalid")
     try:
@@ -349,7 +349,7 @@ def _fetch_chunk(rt: Runtime, chunk: Sequence[_Pending],
                  list[tuple[DecisionRow, DisclosureRequest, GroundVersion]]] = {}
     for pending in chunk:
         request, decision = pending.request, pending.decision
-        parsed = parse_submission(request)
+        parsed = parse_submission(request, rt.ledger)
         if not isinstance(parsed, DisclosureRequest) or decision.ground_version is None:
             out[decision.id] = ReleaseRefusedError("request_invalid")
             continue

@@ -113,7 +113,7 @@ class Review:
 def engine_decision(rt: Runtime, request: RequestRow, row: DecisionRow,
                     table: GroundTable) -> tuple[DisclosureRequest, Decision]:
     """The engine's decision on a request, as a value, re-derived from the recorded table."""
-    parsed = recorded.parse_submission(request)
+    parsed = recorded.parse_submission(request, rt.ledger)
     if not isinstance(parsed, DisclosureRequest):
         raise ValueError(f"request {request.id} is not a valid request; nothing to review")
     decision = assess(parsed, Body(request.requester_body), table)

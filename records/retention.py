@@ -1,0 +1,344 @@
+"""Retention: a request's personal data is destroyed when its term ends; the proof stays.
+
+Each request's term comes from ``legal_bases/accountability.yaml`` (the ground its decision was
+read under, else the ground it claimed, else ``default_retention``; an invalid submission, never
+decided under any ground, always takes ``default_retention``), counted from its final
+decision or its last delivery (:class:`~legal_bases.accountability.CountedFrom`), as a day in
+the Netherlands. Only a request that is done can be due: invalid (counted from receipt),
+rejected, delivered, or failed for good (counted from the failure). A request still waiting for
+a decision, a reviewer or a delivery keeps its data whatever its age.
+
+Shredding a request, in one transaction with its audit event:
+
+* its data key is deleted (:mod:`records.data_keys`): the sealed submission and the reviewers'
+  sealed motivations can no longer be opened, and the keyed digests on the chain (body hash,
+  subjects digest) no longer confirm anyone;
+* its subjects' pseudonyms (``request_subjects``, the inzage index) are deleted;
+* a ``request_shredded`` event records when, why (ground, term, start and end) and how much
+  (counts only).
+
+What stays is the proof: the request's ids, partner, body, ground, dates, the decisions and
+deliveries with their categories, the chain, and the subjects as the transparency report counts
+them (``subject_tags``, unlinkable once the year's tag key is destroyed — also done here, once a
+year is :data:`~legal_bases.limits.TAG_KEY_GRACE_DAYS` days over).
+
+It is idempotent and crash-safe: a batch is one transaction (the keys, the rows and the events
+together), a request already shredded is never due again, and a run cut off part-way leaves
+every request either shredded with its event or untouched; the next run takes the rest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy.orm import Session
+
+from legal_bases import limits
+from legal_bases.accountability import Accountability, CountedFrom, RetentionTerm
+from records import chain, data_keys
+from records.chain import NewEvent
+from records.ledger import local_midnight, received_on
+from records.models import DecisionRow, DeliveryRow, RequestRow, RequestStatus, RequestSubject
+from records.reviews import ReviewAnswerRow
+from records.vocabulary import EventKind, RequestState
+
+_REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]
+_DECISIONS = DecisionRow.__table__  # type: ignore[attr-defined]
+_DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
+_STATUS = RequestStatus.__table__  # type: ignore[attr-defined]
+_SUBJECTS = RequestSubject.__table__  # type: ignore[attr-defined]
+_ANSWERS = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
+_KEYS = data_keys.DATA_KEYS
+_TAG_KEYS = data_keys.TAG_KEYS
+
+#: States in which a request is done: nothing more will be decided or delivered.
+DONE = (RequestState.INVALID.value, RequestState.REJECTED.value, RequestState.DELIVERED.value,
+        RequestState.FAILED.value)
+#: Who shreds, on the chain.
+ACTOR = "retention"
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A request whose retention term has ended: which term, from when, until when."""
+
+    request_id: str
+    ground_id: str | None
+    term: RetentionTerm
+    started: date
+    ended: date
+
+
+@dataclass
+class RetentionRun:
+    """What a run found and did (ids and counts only)."""
+
+    today: date
+    dry_run: bool
+    due: list[Due] = field(default_factory=list)
+    shredded: int = 0
+    subject_rows: int = 0
+    motivations: int = 0
+    tag_years: list[int] = field(default_factory=list)
+    batches: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"today": self.today.isoformat(), "dry_run": self.dry_run,
+                "due": len(self.due), "shredded": self.shredded,
+                "subject_rows_removed": self.subject_rows,
+                "motivations_removed": self.motivations,
+                "tag_key_years_destroyed": self.tag_years}
+
+
+def due_for_shredding(*, session: Session, accountability: Accountability,
+                      today: date) -> list[Due]:
+    """Every request not yet shredded whose retention term ended on or before ``today``."""
+    terms = [accountability.retention_for(None),
+             *(accountability.retention_for(g) for g in accountability.grounds)]
+    # no term is shorter than this many days, so a younger request cannot be due
+    shortest = min(_lower_bound_days(t) for t in terms)
+    newest = local_midnight(today - timedelta(days=shortest - 1))
+    decided = (select(_DECISIONS.c.request_id, func.max(_DECISIONS.c.sequence).label("sequence"))
+               .group_by(_DECISIONS.c.request_id).subquery("decided"))
+    in_force = _DECISIONS.alias("in_force")
+    delivered = (select(_DELIVERIES.c.request_id,
+                        func.max(_DELIVERIES.c.delivered_at).label("delivered_at"))
+                 .group_by(_DELIVERIES.c.request_id).subquery("delivered"))
+    query = (
+        select(_REQUESTS.c.id, _REQUESTS.c.received_at, _REQUESTS.c.legal_basis,
+               _REQUESTS.c.valid, _STATUS.c.state,
+               _STATUS.c.updated_at, in_force.c.ground_id, in_force.c.decided_at,
+               delivered.c.delivered_at)
+        .select_from(
+            _REQUESTS.join(_KEYS, _KEYS.c.request_id == _REQUESTS.c.id)
+            .join(_STATUS, _STATUS.c.request_id == _REQUESTS.c.id)
+            .outerjoin(decided, decided.c.request_id == _REQUESTS.c.id)
+            .outerjoin(in_force, (in_force.c.request_id == decided.c.request_id)
+                       & (in_force.c.sequence == decided.c.sequence))
+            .outerjoin(delivered, delivered.c.request_id == _REQUESTS.c.id))
+        .where(_REQUESTS.c.received_at < newest, _STATUS.c.state.in_(DONE))
+        .order_by(_REQUESTS.c.received_at, _REQUESTS.c.id))
+    due: list[Due] = []
+    for row in session.execute(query):
+        # an invalid submission was never decided under a ground, whatever it claimed
+        ground = (row.ground_id or row.legal_basis) if row.valid else None
+        term = accountability.retention_for(ground)
+        started = _start(row, term)
+        ended = term.ends(started)
+        if ended <= today:
+            due.append(Due(row.id, ground if ground in accountability.grounds else None, term,
+                           started, ended))
+    return due
+
+
+def _lower_bound_days(term: RetentionTerm) -> int:
+    """Days the term lasts at the least (a month at least 28 days, a year 365)."""
+    start = date(2001, 2, 28)  # a month of 28 days, then a year of 365 days
+    return max(1, min((term.ends(start) - start).days,
+                      (term.ends(date(2003, 2, 1)) - date(2003, 2, 1)).days))
+
+
+def _start(row: Any, term: RetentionTerm) -> date:
+    """The day a request's term starts: the latest of what it is counted from."""
+    if not row.valid or row.decided_at is None:
+        moments = [row.received_at, row.updated_at]
+    else:
+        moments = [row.decided_at]
+        if row.state == RequestState.FAILED.value:
+            moments.append(row.updated_at)
+        if term.counted_from is CountedFrom.DELIVERY and row.delivered_at is not None:
+            moments.append(row.delivered_at)
+    return received_on(max(moments))
+
+
+def shred(*, session: Session, due: Sequence[Due], now: datetime,
+          flow_run_id: str | None = None) -> tuple[int, int, int]:
+    """Shred ``due`` in the caller's transaction: delete their data keys and subject rows and
+    append their ``request_shredded`` events. Returns (requests, subject rows, motivations).
+
+    A request whose key is already gone (shredded by a concurrent run) is skipped."""
+    ids = [d.request_id for d in due]
+    held = set(session.execute(select(_KEYS.c.request_id).where(_KEYS.c.request_id.in_(ids)))
+               .scalars())
+    todo = [d for d in due if d.request_id in held]
+    if not todo:
+        return 0, 0, 0
+    ids = [d.request_id for d in todo]
+    subjects: dict[str, int] = dict(session.execute(
+        select(_SUBJECTS.c.request_id, func.count()).where(_SUBJECTS.c.request_id.in_(ids))
+        .group_by(_SUBJECTS.c.request_id)).all())
+    answers: dict[str, int] = dict(session.execute(
+        select(_ANSWERS.c.request_id, func.count()).where(_ANSWERS.c.request_id.in_(ids))
+        .group_by(_ANSWERS.c.request_id)).all())
+    session.execute(delete(_SUBJECTS).where(_SUBJECTS.c.request_id.in_(ids)))
+    session.execute(delete(_KEYS).where(_KEYS.c.request_id.in_(ids)))
+    chain.append_event_rows(session=session, events=[NewEvent(
+        kind=EventKind.REQUEST_SHREDDED.value, occurred_at=now, actor=ACTOR,
+        request_id=d.request_id, flow_run_id=flow_run_id, payload={
+            "ground_id": d.ground_id, "term": d.term.describe(),
+            "counted_from": d.term.counted_from.value, "term_started": d.started.isoformat(),
+            "term_ended": d.ended.isoformat(),
+            "removed": {"data_key": 1, "subject_rows": int(subjects.get(d.request_id, 0)),
+                        "motivations": int(answers.get(d.request_id, 0))}})
+        for d in todo])
+    return len(todo), sum(subjects.values()), sum(answers.values())
+
+
+def tag_key_years_due(*, session: Session, today: date) -> list[int]:
+    """The years whose subject-tag key may go: over for at least TAG_KEY_GRACE_DAYS days."""
+    last_over = today.year - 1 if today >= date(today.year, 1, 1) + timedelta(
+        days=limits.TAG_KEY_GRACE_DAYS) else today.year - 2
+    return list(session.execute(select(_TAG_KEYS.c.year).where(_TAG_KEYS.c.year <= last_over)
+                                .order_by(_TAG_KEYS.c.year)).scalars())
+
+
+def destroy_tag_keys(*, session: Session, years: Sequence[int], now: datetime,
+                     flow_run_id: str | None = None) -> None:
+    """Delete the subject-tag keys of ``years``, each with its event (caller's transaction)."""
+    if not years:
+        return
+    session.execute(delete(_TAG_KEYS).where(_TAG_KEYS.c.year.in_(list(years))))
+    chain.append_event_rows(session=session, events=[NewEvent(
+        kind=EventKind.SUBJECT_TAG_KEY_DESTROYED.value, occurred_at=now, actor=ACTOR,
+        flow_run_id=flow_run_id, payload={"year": year}) for year in years])
+
+
+def run_retention(engine: Engine, *, accountability: Accountability, today: date | None = None,
+                  dry_run: bool = False, batch_size: int = limits.SHRED_BATCH_SIZE,
+                  flow_run_id: str | None = None,
+                  after_batch: Callable[[int], None] | None = None) -> RetentionRun:
+    """Find what is due and (unless ``dry_run``) shred it, ``batch_size`` requests per
+    transaction; then destroy the subject-tag keys of years long enough over, and make sure
+    nothing deleted lingers in the database's files (SQLite: the WAL is checkpointed;
+    PostgreSQL: the tables are vacuumed). ``after_batch`` is called with the number of each
+    committed batch (tests use it to cut a run off)."""
+    today = today or received_on(datetime.now(UTC))
+    run = RetentionRun(today=today, dry_run=dry_run)
+    with Session(engine) as session:
+        run.due = due_for_shredding(session=session, accountability=accountability, today=today)
+        run.tag_years = tag_key_years_due(session=session, today=today)
+    if dry_run:
+        return run
+    for start in range(0, len(run.due), batch_size):
+        with Session(engine) as session, session.begin():
+            shredded, rows, motivations = shred(
+                session=session, due=run.due[start:start + batch_size],
+                now=datetime.now(UTC), flow_run_id=flow_run_id)
+        run.shredded += shredded
+        run.subject_rows += rows
+        run.motivations += motivations
+        run.batches += 1
+        if after_batch is not None:
+            after_batch(run.batches)
+    if run.tag_years:
+        with Session(engine) as session, session.begin():
+            destroy_tag_keys(session=session, years=run.tag_years, now=datetime.now(UTC),
+                             flow_run_id=flow_run_id)
+    if run.shredded or run.tag_years:
+        purge_deleted(engine)
+    return run
+
+
+def purge_deleted(engine: Engine) -> None:
+    """Leave no copy of deleted keys in the database's own files: SQLite overwrites deleted
+    content (``secure_delete``, :mod:`records.db`) and the WAL is checkpointed and truncated
+    here; PostgreSQL's dead row versions are vacuumed away. Backups and WAL archives are the
+    operator's (README: Retention)."""
+    if engine.dialect.name == "sqlite":
+        # outside a transaction (the engine's own connections begin one): a raw connection
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+    elif engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM data_keys, request_subjects, subject_tag_keys"))
+
+
+# --- the outbox ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OutboxRemoval:
+    """A file-drop delivery removed from a partner's outbox folder (connectors/outbox.py)."""
+
+    delivery_key: str  # the key the delivery is recorded under
+    file_key: str  # the file's own key (a bulk part's, or the delivery's)
+    partner_id: str
+    reason: str  # "collected" or "expired"
+    written_at: datetime
+
+
+def delivery_recorded(*, session: Session, key: str) -> bool:
+    """Whether a delivery is on the record under idempotency key ``key``."""
+    return session.execute(select(_DELIVERIES.c.id).where(
+        _DELIVERIES.c.idempotency_key == key).limit(1)).first() is not None
+
+
+def record_outbox_removals(*, session: Session, removed: Sequence[OutboxRemoval], now: datetime,
+                           flow_run_id: str | None = None) -> int:
+    """One ``outbox_cleaned`` event per delivery whose files left the outbox (ids, reasons and
+    counts), in the caller's transaction; returns how many events."""
+    by_delivery: dict[str, list[OutboxRemoval]] = {}
+    for item in removed:
+        by_delivery.setdefault(item.delivery_key, []).append(item)
+    if not by_delivery:
+        return 0
+    owners: dict[str, str] = dict(session.execute(
+        select(_DELIVERIES.c.idempotency_key, _DELIVERIES.c.request_id)
+        .where(_DELIVERIES.c.idempotency_key.in_(sorted(by_delivery)))).all())
+    chain.append_event_rows(session=session, events=[NewEvent(
+        kind=EventKind.OUTBOX_CLEANED.value, occurred_at=now, actor=ACTOR,
+        request_id=owners.get(key), flow_run_id=flow_run_id, payload={
+            "idempotency_key": key, "partner_id": items[0].partner_id,
+            "files": len(items), "reasons": sorted({i.reason for i in items}),
+            "written_at": min(i.written_at for i in items).isoformat()})
+        for key, items in sorted(by_delivery.items())])
+    return len(by_delivery)
+
+
+def record_dropoff_removals(*, session: Session, removed: Sequence[tuple[str, str, str]],
+                            now: datetime, flow_run_id: str | None = None) -> int:
+    """One ``dropoff_files_removed`` event per partner: ``removed`` as (partner, folder, name);
+    the event holds counts per folder (a file's name is the partner's and may say anything)."""
+    by_partner: dict[str, Counter[str]] = {}
+    for partner_id, folder, _ in removed:
+        by_partner.setdefault(partner_id, Counter())[folder] += 1
+    if by_partner:
+        chain.append_event_rows(session=session, events=[NewEvent(
+            kind=EventKind.DROPOFF_FILES_REMOVED.value, occurred_at=now, actor=ACTOR,
+            flow_run_id=flow_run_id, payload={"partner_id": partner_id, **dict(counts)})
+            for partner_id, counts in sorted(by_partner.items())])
+    return len(by_partner)
+
+
+# --- what inzage can say ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ShreddedSoFar:
+    """How many requests were shredded, and between which days (for an inzage answer: which
+    of them named the person can no longer be known)."""
+
+    requests: int
+    first: date | None
+    last: date | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests_shredded": self.requests,
+                "first": self.first.isoformat() if self.first else None,
+                "last": self.last.isoformat() if self.last else None}
+
+
+def shredded_so_far(*, session: Session) -> ShreddedSoFar:
+    """Every ``request_shredded`` event's count and first and last day (in the Netherlands)."""
+    events = chain.AuditEvent.__table__  # type: ignore[attr-defined]
+    count, first, last = session.execute(
+        select(func.count(), func.min(events.c.occurred_at), func.max(events.c.occurred_at))
+        .where(events.c.kind == EventKind.REQUEST_SHREDDED.value)).one()
+    return ShreddedSoFar(int(count), received_on(first) if first else None,
+                         received_on(last) if last else None)
