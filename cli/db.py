@@ -12,16 +12,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
-
 from cli.arguments import say
+from flows.audit.verification import check_record
 from flows.runtime import open_ledger
 from legal_bases.accountability import load_accountability
 from records.backup import backup, restore_file, sqlite_file
 from records.db import database_url
 from records.retention import run_retention
 from records.settings import load_settings
-from records.verification import verify_record
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -55,15 +53,19 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
     engine = open_ledger(settings)  # migrated, submissions of before 0.8.0 sealed
     try:
         run = run_retention(engine, accountability=load_accountability())
-        with Session(engine) as session:
-            report = verify_record(session=session)
+        # as audit verify does: against the checkpoints outside the ledger, so a backup older
+        # than the newest checkpoint (a rollback) is not called intact
+        report = check_record(engine, settings)
     finally:
         engine.dispose()
     say(f"restored {args.file} as {url.database}; the ledger it replaced is kept as "
-        f"{url.database}.replaced")
+        f"{url.database}.replaced — it holds personal data retention will not shred: destroy "
+        "it (and its -wal) once the restore is checked")
     say(f"retention: {run.shredded} request(s) past their term shredded again")
     say(f"audit verify: {'intact' if report.ok else 'BROKEN'} ({report.breaks} problem(s), "
-        f"{report.warnings} warning(s)); run `disclosure audit verify` for the details")
+        f"{report.warnings} warning(s)); run `disclosure audit verify` for the details"
+        + ("" if report.ok else ": a backup older than the newest checkpoint is a rollback of "
+           "the record"))
     return 0 if report.ok else 1
 
 

@@ -24,9 +24,8 @@ from legal_bases import limits
 from legal_bases.errors import FieldError
 from legal_bases.request import read_json
 from legal_bases.table import GroundTable
-from records import data_keys
 from records.decisions import compute_deadline
-from records.ledger import latest_decision, received_on
+from records.ledger import latest_decision, raw_body_of, received_on
 from records.models import DeliveryRow, RequestRow, RequestStatus
 from records.vocabulary import RequestState
 
@@ -99,8 +98,8 @@ def status_document(session: Session, row: RequestRow, state: str, table: Ground
         "id": row.id, "reference": row.reference, "channel": row.channel,
         "received_at": row.received_at, "correlation_id": row.correlation_id, "state": state,
         "valid": row.valid, "errors": row.validation_errors, "legal_basis": row.legal_basis,
-        "purpose": row.purpose if row.valid else _claimed_purpose(data_keys.open_field(
-            data_keys.key_for(session, row.id), data_keys.RAW_BODY, row.raw_body)),
+        "purpose": row.purpose if row.valid else _claimed_purpose(raw_body_of(
+            session=session, row=row)),
         "reference_date": row.reference_date, "due_date": row.due_date,
         "subject_count": row.subject_count, "decision": decision_out, "deadline": deadline,
         "delivery": delivery, "links": {"self": self_url}}

@@ -1,8 +1,8 @@
 """Retention as a Prefect flow, ``apply-retention``, run every night before the verification.
 
 It shreds the requests whose retention term ended (:mod:`records.retention`: their data keys
-and subjects' pseudonyms go, a ``request_shredded`` event each), destroys the subject-tag keys
-of years long enough over, and removes file-drop deliveries from the partners' outbox folders
+and subjects' pseudonyms go, a ``request_shredded`` event each; the report's distinct subjects
+of their years frozen first), and removes file-drop deliveries from the partners' outbox folders
 once collected or kept ``DISCLOSURE_OUTBOX_KEEP_DAYS`` days (:mod:`connectors.outbox`, an
 ``outbox_cleaned`` event per delivery) and drop-off files filed away
 ``DISCLOSURE_DROPOFF_KEEP_DAYS`` days (a ``dropoff_files_removed`` event per partner). A
@@ -87,9 +87,18 @@ def summary_markdown(run: RetentionRun, removed: list[Removal], keep_days: int,
         if len(run.due) > 200:
             lines.append(f"| … and {len(run.due) - 200} more | | | | |")
         lines.append("")
-    if run.tag_years:
-        lines += [f"Subject-tag keys of {', '.join(map(str, run.tag_years))} {verb} destroyed.",
-                  ""]
+    if run.skipped:
+        lines += [f"**{len(run.skipped)}** request(s) kept although old enough to be looked at "
+                  "(an operator or the privacy officer acts):", ""]
+        lines += [f"* `{request_id}`: {why}" for request_id, why in
+                  sorted(run.skipped.items())[:50]]
+        lines.append("")
+    if not run.purged:
+        lines += ["The database could not be cleared of what was deleted now (a reader held an "
+                  "old snapshot); the next run tries again.", ""]
+    if run.frozen_years:
+        lines += [f"The report's distinct subjects of {', '.join(map(str, run.frozen_years))} "
+                  "were frozen first (counts only, on the chain).", ""]
     lines += [f"Outbox: {len(removed)} file(s) {verb} removed "
               f"({sum(r.reason == 'collected' for r in removed)} collected, "
               f"{sum(r.reason == 'expired' for r in removed)} kept {keep_days} day(s) or more).",
@@ -116,8 +125,10 @@ def apply_retention(dry_run: bool = False, today: date | None = None) -> dict[st
                                  flow_run_id=run_id)
     finally:
         engine.dispose()
+    if run.skipped:
+        log.warning("retention_kept", requests=len(run.skipped))
     log.info("retention_applied", dry_run=dry_run, due=len(run.due), shredded=run.shredded,
-             subject_rows=run.subject_rows, tag_key_years=len(run.tag_years),
+             subject_rows=run.subject_rows, years_frozen=len(run.frozen_years),
              outbox_removed=len(removed), dropoff_files_removed=len(dropped))
     publish_markdown(ARTIFACT_KEY, summary_markdown(run, removed, settings.outbox_keep_days,
                                                     dropped),

@@ -18,7 +18,7 @@ _DIGITS = frozenset("0123456789")
 _OIN = re.compile(r"^[0-9]{8}[0-9A-Z]{12}$")
 #: Nine digits standing alone, perhaps grouped by dots, spaces or dashes ("123.456.782"): the
 #: shape of a BSN or an onderwijsnummer in free text a partner chose.
-_NINE_DIGIT_SHAPE = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ .-]?[0-9]){8}(?![0-9A-Za-z])")
+_NINE_DIGIT_SHAPE = re.compile(r"(?<![0-9])[0-9](?:[ .-]?[0-9]){8}(?![0-9])")
 
 
 def _weighted_sum(number: str) -> int:

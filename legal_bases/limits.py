@@ -151,14 +151,12 @@ CHECKPOINT_STALE_HOURS = 36
 
 #: Retention (records/retention.py): the terms themselves are data, per ground, in
 #: legal_bases/accountability.yaml. How many requests one shredding transaction takes; how many
-#: days into a new year the subject-tag key of the year before is destroyed (the report's
-#: distinct subjects of a year are counted with it until then); how many days a file-drop
+#: days a file-drop
 #: delivery stays in a partner's outbox when the partner does not mark it collected (setting
 #: DISCLOSURE_OUTBOX_KEEP_DAYS), and a drop-off file once filed away (DISCLOSURE_DROPOFF_KEEP_DAYS;
 #: the ledger holds what it said, sealed); and when the retention flow runs (cron,
 #: Europe/Amsterdam, before the nightly verification).
 SHRED_BATCH_SIZE = 200
-TAG_KEY_GRACE_DAYS = 31
 OUTBOX_KEEP_DAYS = 30
 DROPOFF_KEEP_DAYS = 30
 RETENTION_CRON = "30 2 * * *"

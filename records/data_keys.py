@@ -47,18 +47,15 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
 from legal_bases import limits
 from legal_bases.table import sha256
-from records.chain import sealed_events
 from records.chain_keys import ChainKey, ChainKeys
 from records.errors import DataKeyError
 from records.models import ID_LENGTH, KEY_ID_LENGTH, add_length_checks
 from records.timestamps import UTCDateTime
-from records.vocabulary import EventKind
 
 #: The engine execution option that carries the KEK ring (records.db.make_engine).
 DATA_KEKS_OPTION = "disclosure_data_keks"
@@ -89,41 +86,37 @@ class DataKeyRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
-class SubjectTagKeyRow(SQLModel, table=True):
-    """The key of one year's subject tags (:func:`DataKey.tag`), wrapped by a KEK; deleted once
-    the year is over, after which nobody can compute a person's tag of that year."""
+class SubjectPositionRow(SQLModel, table=True):
+    """One subject of a request by position and kind of number only (insert-only, kept for
+    good): what the Logboek export needs to keep one line per subject once the request's
+    pseudonyms are shredded. It names no one."""
 
-    __tablename__ = "subject_tag_keys"
-
-    year: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
-    kek_id: str = Field(sa_column=Column(String(KEY_ID_LENGTH), nullable=False))
-    wrapped: str = Field(sa_column=Column(String(WRAPPED_LENGTH), nullable=False))
-    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
-
-
-class SubjectTagRow(SQLModel, table=True):
-    """One subject of a request as the transparency report counts it (insert-only, kept for
-    good): a tag under the key of the year of receipt, equal for one person within that year,
-    so distinct persons are counted within any period of it, and unlinkable to anyone once the
-    year's key is destroyed."""
-
-    __tablename__ = "subject_tags"
+    __tablename__ = "subject_positions"
 
     request_id: str = Field(sa_column=Column(
-        String(ID_LENGTH), ForeignKey("requests.id", name="fk_subject_tags_request_id"),
+        String(ID_LENGTH), ForeignKey("requests.id", name="fk_subject_positions_request_id"),
         primary_key=True))
     position: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     id_type: str = Field(sa_column=Column(String(limits.COLUMN_ID_TYPE_LENGTH), nullable=False))
-    tag: str = Field(sa_column=Column(String(limits.COLUMN_HASH_LENGTH), nullable=False,
-                                      index=True))
 
 
-for _table in ("data_keys", "subject_tag_keys", "subject_tags"):
+class PendingSealing(SQLModel, table=True):
+    """A request recorded in clear before 0.8.0, still to be sealed (deleted once sealed,
+    :mod:`records.legacy_sealing`): the only request whose raw body may be read in clear."""
+
+    __tablename__ = "pending_sealing"
+
+    request_id: str = Field(sa_column=Column(
+        String(ID_LENGTH), ForeignKey("requests.id", name="fk_pending_sealing_request_id"),
+        primary_key=True))
+
+
+for _table in ("data_keys", "subject_positions"):
     add_length_checks(SQLModel.metadata.tables[_table])
 
 DATA_KEYS: Table = DataKeyRow.__table__  # type: ignore[attr-defined]
-TAG_KEYS: Table = SubjectTagKeyRow.__table__  # type: ignore[attr-defined]
-SUBJECT_TAGS: Table = SubjectTagRow.__table__  # type: ignore[attr-defined]
+SUBJECT_POSITIONS: Table = SubjectPositionRow.__table__  # type: ignore[attr-defined]
+PENDING_SEALING: Table = PendingSealing.__table__  # type: ignore[attr-defined]
 
 
 def _b64(data: bytes) -> str:
@@ -207,10 +200,6 @@ class Vault:
         return DataKey(request_id, secret), self.wrap_row(
             {"request_id": request_id}, f"data-key|{request_id}", secret, now)
 
-    def new_tag_key(self, year: int, *, now: datetime | None = None) -> dict[str, Any]:
-        """A fresh subject-tag key for ``year``, as its ``subject_tag_keys`` row."""
-        return self.wrap_row({"year": year}, f"tag-key|{year}", os.urandom(DATA_KEY_BYTES), now)
-
     def wrap_row(self, ident: dict[str, Any], bound: str, secret: bytes,
                  now: datetime | None) -> dict[str, Any]:
         """The row of a key ``secret`` wrapped by the current KEK, bound to ``bound``."""
@@ -223,9 +212,6 @@ class Vault:
     def unwrap(self, request_id: str, kek_id: str, wrapped: str) -> DataKey:
         """The data key of ``request_id`` from its ``data_keys`` row."""
         return DataKey(request_id, self._unwrap(kek_id, wrapped, f"data-key|{request_id}"))
-
-    def unwrap_tag_key(self, year: int, kek_id: str, wrapped: str) -> bytes:
-        return self._unwrap(kek_id, wrapped, f"tag-key|{year}")
 
     def _unwrap(self, kek_id: str, wrapped: str, bound: str) -> bytes:
         kek = self.keks.get(kek_id)
@@ -274,12 +260,24 @@ def key_for(session: Session | Connection, request_id: str) -> DataKey | None:
     return keys_for(session, [request_id]).get(request_id)
 
 
-def open_field(key: DataKey | None, field: str, stored: str) -> str | None:
-    """A stored field's text: opened with ``key``; clear text of a ledger from before 0.8.0 as
-    it is; None if it is sealed and its key is gone (shredded)."""
+def open_field(key: DataKey | None, field: str, stored: str, *,
+               pending: bool = False) -> str | None:
+    """A stored field's text: opened with ``key``; None if it is sealed and its key is gone
+    (shredded). Clear text is read only for a request of before 0.8.0 still to be sealed
+    (``pending``): anywhere else it was written there by someone, and
+    :class:`DataKeyError` says so."""
     if not is_sealed(stored):
-        return stored
+        if pending:
+            return stored
+        raise DataKeyError(f"{field} is stored in clear, not sealed: altered (or a ledger of "
+                           "before 0.8.0 not yet opened with its KEK)")
     return None if key is None else key.open(field, stored)
+
+
+def is_pending(session: Session | Connection, request_id: str) -> bool:
+    """Whether a request of before 0.8.0 still waits to be sealed (its text is in clear)."""
+    return session.execute(select(PENDING_SEALING.c.request_id).where(
+        PENDING_SEALING.c.request_id == request_id)).first() is not None
 
 
 # --- what intake seals ----------------------------------------------------------------------
@@ -313,63 +311,13 @@ def same_body(key: DataKey | None, stored_hash: str, basis: str) -> bool:
         key is not None and body_digest(key, basis) == stored_hash)
 
 
-# --- subject tags ------------------------------------------------------------------------------
+# --- subject positions ---------------------------------------------------------------------
 
-class TagKeys:
-    """The subject-tag keys of the years a batch of submissions is received in, made on first
-    use (one per year), as :func:`tags` needs them."""
-
-    def __init__(self, session: Session | Connection) -> None:
-        self._session = session
-        self._keys: dict[int, hmac.HMAC] = {}
-
-    def tagger(self, year: int) -> hmac.HMAC:
-        prepared = self._keys.get(year)
-        if prepared is None:
-            prepared = self._keys[year] = hmac.new(_tag_key(self._session, year),
-                                                   digestmod=hashlib.sha256)
-        return prepared
-
-    def tag(self, year: int, pseudonym: str) -> str:
-        mac = self.tagger(year).copy()
-        mac.update(pseudonym.encode("ascii"))
-        return mac.hexdigest()
-
-
-def _tag_key(session: Session | Connection, year: int) -> bytes:
-    vault = vault_of(session)
-    row = session.execute(select(TAG_KEYS.c.kek_id, TAG_KEYS.c.wrapped)
-                          .where(TAG_KEYS.c.year == year)).first()
-    if row is None:
-        if _tag_key_destroyed(session, year):
-            raise DataKeyError(f"the subject-tag key of {year} was destroyed under retention: "
-                               f"a submission received in {year} can no longer be recorded")
-        try:
-            with _savepoint(session):
-                session.execute(insert(TAG_KEYS), [vault.new_tag_key(year)])
-        except IntegrityError:
-            pass  # another writer made this year's key first (PostgreSQL): use theirs
-        row = session.execute(select(TAG_KEYS.c.kek_id, TAG_KEYS.c.wrapped)
-                              .where(TAG_KEYS.c.year == year)).one()
-    return vault.unwrap_tag_key(year, row.kek_id, row.wrapped)
-
-
-def _savepoint(session: Session | Connection) -> Any:
-    return session.begin_nested()
-
-
-def _tag_key_destroyed(session: Session | Connection, year: int) -> bool:
-    return any(e.payload.get("year") == year for e in sealed_events(
-        session=session, kind=EventKind.SUBJECT_TAG_KEY_DESTROYED.value))
-
-
-def tag_rows(tags: TagKeys, year: int, request_id: str,
-             subjects: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The ``subject_tags`` rows of one request's subjects, given as (id type, pseudonym) in
-    their order (positions as in request_subjects)."""
-    return [{"request_id": request_id, "position": position, "id_type": id_type,
-             "tag": tags.tag(year, pseudonym)}
-            for position, (id_type, pseudonym) in enumerate(subjects)]
+def position_rows(request_id: str, id_types: Sequence[str]) -> list[dict[str, Any]]:
+    """The ``subject_positions`` rows of one request's subjects, by their kinds of number in
+    order (positions as in request_subjects)."""
+    return [{"request_id": request_id, "position": position, "id_type": id_type}
+            for position, id_type in enumerate(id_types)]
 
 
 def wrapped_keys(session: Session | Connection,
@@ -384,21 +332,17 @@ def wrapped_keys(session: Session | Connection,
 # --- KEK rotation --------------------------------------------------------------------------------
 
 def keys_by_kek(session: Session | Connection) -> dict[str, int]:
-    """How many data keys and subject-tag keys each KEK wraps (to know when a retired KEK has
-    nothing left to open and may be destroyed)."""
-    counts: dict[str, int] = {}
-    for table in (DATA_KEYS, TAG_KEYS):
-        for kek_id, count in session.execute(select(table.c.kek_id, func.count())
-                                             .group_by(table.c.kek_id)):
-            counts[kek_id] = counts.get(kek_id, 0) + int(count)
-    return counts
+    """How many data keys each KEK wraps (to know when a retired KEK has nothing left to open
+    and may be destroyed)."""
+    return {kek_id: int(count) for kek_id, count in session.execute(
+        select(DATA_KEYS.c.kek_id, func.count()).group_by(DATA_KEYS.c.kek_id))}
 
 
 def rewrap(session: Session, *, batch_size: int = 1000) -> int:
-    """Wrap up to ``batch_size`` data keys (and every subject-tag key) that another KEK than the
-    current one wraps under the current one, in the caller's transaction; how many were
-    rewrapped. The key itself does not change, so nothing sealed with it does; the row is
-    replaced (deleted and inserted: the table refuses UPDATE)."""
+    """Wrap up to ``batch_size`` data keys that another KEK than the current one wraps under the
+    current one, in the caller's transaction; how many were rewrapped. The key itself does not
+    change, so nothing sealed with it does; the row is replaced (deleted and inserted: the
+    table refuses UPDATE)."""
     vault = vault_of(session)
     current = vault.keks.current.key_id
     done = 0
@@ -410,11 +354,5 @@ def rewrap(session: Session, *, batch_size: int = 1000) -> int:
                            key.secret, row.created_at)
         session.execute(delete(DATA_KEYS).where(DATA_KEYS.c.request_id == row.request_id))
         session.execute(insert(DATA_KEYS), [fresh])
-        done += 1
-    for row in session.execute(select(TAG_KEYS).where(TAG_KEYS.c.kek_id != current)).all():
-        secret = vault.unwrap_tag_key(row.year, row.kek_id, row.wrapped)
-        fresh = vault.wrap_row({"year": row.year}, f"tag-key|{row.year}", secret, row.created_at)
-        session.execute(delete(TAG_KEYS).where(TAG_KEYS.c.year == row.year))
-        session.execute(insert(TAG_KEYS), [fresh])
         done += 1
     return done

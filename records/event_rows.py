@@ -39,7 +39,7 @@ EVENT_COLUMNS = ("seq", "id", "occurred_at", "kind", "request_id", "actor", "flo
 
 _REQUEST_FIELDS = ("valid", "partner_id", "requester_body", "channel", "reference", "legal_basis",
                    "body_hash", "correlation_id", "purpose", "reference_date", "due_date",
-                   "subject_count", "validation_errors", "received_at")
+                   "subject_count", "validation_errors", "received_at", "sealed_body_sha256")
 _DECISION_FIELDS = ("request_id", "sequence", "supersedes", "outcome", "released", "withheld",
                     "reasons", "review_triggers", "proposal", "ground_id", "ground_version",
                     "table_hash", "decided_by", "deadline", "decided_at", "flow_run_id")
@@ -109,14 +109,17 @@ def request_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:
     return (event.kind == EventKind.REQUEST_RECEIVED.value, p("partner_id"), p("requester_body"),
             p("channel"), p("reference"), p("legal_basis"), p("body_hash"), p("correlation_id"),
             p("purpose"), p("reference_date"), p("due_date"), p("subject_count"),
-            (p("error_count", 0), frozen(p("error_codes", []))), _moment(event.occurred_at))
+            (p("error_count", 0), frozen(p("error_codes", []))), _moment(event.occurred_at),
+            p("sealed_body_sha256"))
 
 
 def _request_from_row(row: Any) -> _Values:
     return (bool(row.valid), row.partner_id, row.requester_body, row.channel, row.reference,
             row.legal_basis, row.body_hash, row.correlation_id, row.purpose,
             _day(row.reference_date), _day(row.due_date), row.subject_count,
-            _error_summary(row.validation_errors), _moment(row.received_at))
+            _error_summary(row.validation_errors), _moment(row.received_at),
+            # None for a request of before 0.8.0, whose event did not commit to it
+            getattr(row, "sealed_body_sha256", sha256(row.raw_body)))
 
 
 def decision_from_event(event: Any, payload: Mapping[str, Any]) -> _Values:

@@ -208,7 +208,7 @@ def request_values(*, partner_id: str, body: Body, channel: Channel, raw_body: s
     # What an invalid submission claimed, where it fits; the raw body keeps all of it, sealed.
     # These columns are in clear and kept for good: a number shaped like a BSN or
     # onderwijsnummer in them (a message quoting what was sent, a reference) is masked.
-    legal_basis = parsed.legal_basis if parsed.legal_basis and len(
+    legal_basis = mask_identifier_shapes(parsed.legal_basis) if parsed.legal_basis and len(
         parsed.legal_basis) <= SLUG_LENGTH else None
     reference = _short_str(data, "reference", REFERENCE_LENGTH)
     return values | {
@@ -230,9 +230,8 @@ def _record_subjects(session: Session, row: RequestRow, request: DisclosureReque
                                                           strict=True))]
     if rows:
         session.execute(insert(_SUBJECTS), rows)
-        session.execute(insert(data_keys.SUBJECT_TAGS), data_keys.tag_rows(
-            data_keys.TagKeys(session), received_on(row.received_at).year, row.id,
-            [(s.id_type.value, p) for s, p in zip(request.subjects, pseudonyms, strict=True)]))
+        session.execute(insert(data_keys.SUBJECT_POSITIONS), data_keys.position_rows(
+            row.id, [s.id_type.value for s in request.subjects]))
     return pseudonyms
 
 
@@ -252,6 +251,8 @@ def submission_event(row: RequestRow, request: DisclosureRequest | None,
         "legal_basis": row.legal_basis,
         "body_hash": row.body_hash,
         "correlation_id": row.correlation_id,
+        # the sealed text itself, so the chain commits to what stays after shredding
+        "sealed_body_sha256": sha256(row.raw_body),
     }
     if request is not None:
         by_type: dict[str, int] = {}
@@ -287,8 +288,11 @@ def get_request(*, session: Session, request_id: str) -> RequestRow | None:
 def raw_body_of(*, session: Session, row: RequestRow) -> str | None:
     """The submission exactly as received: its raw body opened with the request's data key
     (as stored, for a submission recorded in clear before 0.8.0); None once it is shredded."""
-    key = data_keys.key_for(session, row.id) if data_keys.is_sealed(row.raw_body) else None
-    return data_keys.open_field(key, data_keys.RAW_BODY, row.raw_body)
+    if not data_keys.is_sealed(row.raw_body):
+        return data_keys.open_field(None, data_keys.RAW_BODY, row.raw_body,
+                                    pending=data_keys.is_pending(session, row.id))
+    return data_keys.open_field(data_keys.key_for(session, row.id), data_keys.RAW_BODY,
+                                row.raw_body)
 
 
 def subjects_for(*, session: Session, request_id: str) -> list[RequestSubject]:

@@ -2,8 +2,8 @@
 
 Migration 0007 lists every request recorded until then in ``pending_sealing``. When the ledger
 is next opened with its KEK ring (:func:`records.db.open_ledger`), each of them gets a data key,
-its raw body and its reviewers' motivations are sealed with it, and its subjects get their tags
-for the transparency report — in batches, each one transaction with a ``requests_sealed`` event
+its raw body and its reviewers' motivations are sealed with it, and its subjects get their positions
+for the Logboek — in batches, each one transaction with a ``requests_sealed`` event
 (ids and counts), which also takes the batch off the list. A run cut off part-way leaves every
 request either sealed and off the list or untouched and on it.
 
@@ -19,10 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    Column,
     Engine,
-    ForeignKey,
-    String,
     Table,
     delete,
     insert,
@@ -31,13 +28,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
-from sqlmodel import Field, SQLModel
 
 from legal_bases import limits
+from legal_bases.table import sha256
 from records import chain, data_keys
 from records.chain import NewEvent
-from records.ledger import received_on
-from records.models import ID_LENGTH, RequestRow, RequestSubject
+from records.models import RequestRow, RequestSubject
 from records.retention import purge_deleted
 from records.reviews import ReviewAnswerRow, motivation_digest
 
@@ -45,17 +41,8 @@ from records.reviews import ReviewAnswerRow, motivation_digest
 REQUESTS_SEALED = "requests_sealed"
 
 
-class PendingSealing(SQLModel, table=True):
-    """A request recorded in clear before 0.8.0, still to be sealed (deleted once sealed)."""
-
-    __tablename__ = "pending_sealing"
-
-    request_id: str = Field(sa_column=Column(
-        String(ID_LENGTH), ForeignKey("requests.id", name="fk_pending_sealing_request_id"),
-        primary_key=True))
-
-
-_PENDING: Table = PendingSealing.__table__  # type: ignore[attr-defined]
+_PENDING: Table = data_keys.PENDING_SEALING
+PendingSealing = data_keys.PendingSealing
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _SUBJECTS: Table = RequestSubject.__table__  # type: ignore[attr-defined]
 _ANSWERS: Table = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
@@ -86,7 +73,6 @@ def seal_pending(engine: Engine, *, batch_size: int = limits.SHRED_BATCH_SIZE) -
 
 def _seal(session: Session, ids: list[str]) -> int:
     vault = data_keys.vault_of(session)
-    tags = data_keys.TagKeys(session)
     held = set(session.execute(select(data_keys.DATA_KEYS.c.request_id)
                                .where(data_keys.DATA_KEYS.c.request_id.in_(ids))).scalars())
     rows = session.execute(select(_REQUESTS.c.id, _REQUESTS.c.raw_body, _REQUESTS.c.received_at)
@@ -94,7 +80,7 @@ def _seal(session: Session, ids: list[str]) -> int:
     keys: list[dict[str, object]] = []
     bodies: list[tuple[str, str]] = []
     motivations: list[tuple[str, int, str, str]] = []
-    tagged: list[dict[str, object]] = []
+    positions: list[dict[str, object]] = []
     subjects: dict[str, list[tuple[str, str]]] = {}
     for subject in session.execute(select(_SUBJECTS.c.request_id, _SUBJECTS.c.id_type,
                                           _SUBJECTS.c.pseudonym)
@@ -115,8 +101,7 @@ def _seal(session: Session, ids: list[str]) -> int:
         for seq, clear in answers.get(row.id, []):
             if not data_keys.is_sealed(clear):
                 motivations.append((row.id, seq, clear, key.seal(data_keys.MOTIVATION, clear)))
-        tagged += data_keys.tag_rows(tags, received_on(row.received_at).year, row.id,
-                                     subjects.get(row.id, []))
+        positions += data_keys.position_rows(row.id, [t for t, _ in subjects.get(row.id, [])])
     _lift_guards(session)
     for request_id, sealed in bodies:
         session.execute(update(_REQUESTS).where(_REQUESTS.c.id == request_id)
@@ -127,19 +112,21 @@ def _seal(session: Session, ids: list[str]) -> int:
     _restore_guards(session)
     if keys:
         session.execute(insert(data_keys.DATA_KEYS), keys)
-    if tagged:
-        session.execute(insert(data_keys.SUBJECT_TAGS), tagged)
+    if positions:
+        session.execute(insert(data_keys.SUBJECT_POSITIONS), positions)
     session.execute(delete(_PENDING).where(_PENDING.c.request_id.in_(ids)))
     chain.append_event_rows(session=session, events=[NewEvent(
         kind=REQUESTS_SEALED, occurred_at=datetime.now(UTC), actor="engine", payload={
             "requests": len(bodies), "motivations": len(motivations),
-            "subject_tags": len(tagged), "first": ids[0], "last": ids[-1],
+            "subject_positions": len(positions), "first": ids[0], "last": ids[-1],
             # each answer's motivation: the digest its event committed to (of the clear text)
             # and the digest of the sealed text that replaced it, so the answer stays
             # verifiable once the key is gone
             "resealed": {f"{request_id}#{seq}": [motivation_digest(clear),
                                                  motivation_digest(sealed)]
-                         for request_id, seq, clear, sealed in motivations}})])
+                         for request_id, seq, clear, sealed in motivations},
+            # each body as sealed now: its request's event (of before) did not commit to it
+            "bodies": {request_id: sha256(sealed) for request_id, sealed in bodies}})])
     return len(bodies)
 
 

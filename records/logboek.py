@@ -174,9 +174,9 @@ def logboek_records(*, session: Session, start: date, end: date, table: GroundTa
 def _subjects(session: Session,
               request_ids: Sequence[str]) -> dict[str, list[tuple[int, str, str | None]]]:
     """Each request's subjects: position, id type and pseudonym — None once the request is
-    shredded (its line stays, without the subject's id: the subject tags keep the count)."""
+    shredded (its line stays, without the subject's id: the subject positions keep it)."""
     found: dict[str, list[tuple[int, str, str | None]]] = {}
-    tags = data_keys.SUBJECT_TAGS
+    tags = data_keys.SUBJECT_POSITIONS
     for chunk in in_chunks(request_ids, AUDIT_IN_CHUNK):
         for row in session.execute(
                 select(tags.c.request_id, tags.c.position, tags.c.id_type, _SUBJECTS.c.pseudonym)

@@ -312,8 +312,8 @@ def add_length_checks(table: Table) -> None:
 
 
 #: Tables whose rows are never updated, and deleted only when a request is shredded (its data
-#: key, its subjects' pseudonyms) or a year's subject-tag key is destroyed.
-SHREDDABLE_TABLES: tuple[str, ...] = ("request_subjects", "data_keys", "subject_tag_keys")
+#: key, its subjects' pseudonyms).
+SHREDDABLE_TABLES: tuple[str, ...] = ("request_subjects", "data_keys")
 
 #: Every table of the ledger.
 LEDGER_TABLES: tuple[str, ...] = (*APPEND_ONLY_TABLES, "request_subjects", "request_status")
@@ -323,6 +323,6 @@ for _name in LEDGER_TABLES:
 
 #: The tables of legal review (records/reviews.py), insert-only like the record.
 REVIEW_TABLES = ("reviewers", "reviewer_removals", "totp_uses", "review_answers")
-#: The subjects as the transparency report counts them (records/data_keys.py), insert-only.
-APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES, "subject_tags")
+#: The subjects by position and kind of number (records/data_keys.py), insert-only.
+APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES, "subject_positions")
 LEDGER_TABLES = (*APPEND_ONLY_TABLES, *SHREDDABLE_TABLES, "request_status")

@@ -95,8 +95,8 @@ class RecordedSubmission(Protocol):
     legal_basis: str | None
 
 
-def parse_recorded(row: RecordedSubmission,
-                   key: data_keys.DataKey | None = None) -> DisclosureRequest | InvalidRequest:
+def parse_recorded(row: RecordedSubmission, key: data_keys.DataKey | None = None, *,
+                   pending: bool = False) -> DisclosureRequest | InvalidRequest:
     """A recorded submission read again exactly as at intake (the same day of receipt), its raw
     body opened with the request's data ``key``.
 
@@ -107,13 +107,15 @@ def parse_recorded(row: RecordedSubmission,
     """
     if not row.valid:
         return recorded_refusal(row.validation_errors, row.legal_basis)
-    return read_recorded(open_body(row, key), row.received_at)
+    return read_recorded(open_body(row, key, pending=pending), row.received_at)
 
 
-def open_body(row: RecordedSubmission, key: data_keys.DataKey | None) -> str:
+def open_body(row: RecordedSubmission, key: data_keys.DataKey | None, *,
+              pending: bool = False) -> str:
     """The raw body of a recorded submission as received: opened with its data ``key`` (as
-    stored for a ledger from before 0.8.0); :class:`DataKeyError` once it is shredded."""
-    text = data_keys.open_field(key, data_keys.RAW_BODY, row.raw_body)
+    stored for a request of before 0.8.0 still to be sealed, ``pending``);
+    :class:`DataKeyError` once it is shredded, or if it does not open."""
+    text = data_keys.open_field(key, data_keys.RAW_BODY, row.raw_body, pending=pending)
     if text is None:
         raise DataKeyError(f"request {getattr(row, 'id', '?')} was shredded under retention: "
                            "its submission can no longer be read")
@@ -214,6 +216,8 @@ def _replay_batch(session: Session, requests: Sequence[LedgerRow], tables: _Tabl
                   against: GroundTable | None) -> Iterator[Replay]:
     ids = [r.id for r in requests]
     sealed = [r.id for r in requests if data_keys.is_sealed(r.raw_body)]
+    pending = {r.id for r in requests if not data_keys.is_sealed(r.raw_body)
+               and data_keys.is_pending(session, r.id)}
     keys = data_keys.keys_for(session, sealed)
     # a request whose key is gone was shredded (or its key deleted: the event says which)
     shredded = shredded_on(session=session, request_ids=[i for i in sealed if i not in keys])
@@ -233,8 +237,14 @@ def _replay_batch(session: Session, requests: Sequence[LedgerRow], tables: _Tabl
                                    shredded.get(request.id))
             continue
         key = keys.get(request.id)
-        answers = _answers(given[request.id], decisions[request.id], roles, key)
-        yield _replay_one(request, decisions[request.id], answers, tables, against, key=key)
+        try:
+            answers = _answers(given[request.id], decisions[request.id], roles, key,
+                               pending=request.id in pending)
+            yield _replay_one(request, decisions[request.id], answers, tables, against, key=key,
+                              pending=request.id in pending)
+        except DataKeyError as exc:  # the stored text does not open: altered
+            yield Replay(status=ReplayStatus.CANNOT_REPLAY, problem=str(exc),
+                         **_identity(request))
 
 
 def shredded_on(*, session: Session, request_ids: Sequence[str]) -> dict[str, date]:
@@ -248,15 +258,19 @@ def shredded_on(*, session: Session, request_ids: Sequence[str]) -> dict[str, da
     return found
 
 
+def _identity(request: LedgerRow) -> dict[str, Any]:
+    """What a replay says of any request: who asked, when, how many subjects."""
+    return {"request_id": request.id, "partner_id": request.partner_id,
+            "requester_body": request.requester_body, "reference": request.reference,
+            "received_on": received_on(request.received_at), "reference_date": None,
+            "subject_count": request.subject_count}
+
+
 def _replay_shredded(request: LedgerRow, decisions: list[LedgerRow], tables: _Tables,
                      on: date | None) -> Replay:
     """A shredded request: what the record still proves, the recorded decision in force held
     against the snapshot of the table it was read from."""
-    common: dict[str, Any] = {
-        "request_id": request.id, "partner_id": request.partner_id,
-        "requester_body": request.requester_body, "reference": request.reference,
-        "received_on": received_on(request.received_at), "reference_date": None,
-        "subject_count": request.subject_count, "shredded_on": on}
+    common: dict[str, Any] = _identity(request) | {"shredded_on": on}
     when = f"on {on.isoformat()}" if on else "(no request_shredded event records it)"
     notes = [f"shredded under retention {when}: the submission, its subjects and the "
              "reviewers' motivations can no longer be read; what the record keeps was checked"]
@@ -315,7 +329,8 @@ def _enrolled_roles(session: Session, reviewer_ids: set[str]) -> dict[str, str]:
 
 
 def _answers(rows: Sequence[LedgerRow], decisions: Sequence[LedgerRow],
-             roles: dict[str, str], key: data_keys.DataKey | None) -> tuple[Answer, ...]:
+             roles: dict[str, str], key: data_keys.DataKey | None, *,
+             pending: bool = False) -> tuple[Answer, ...]:
     """A request's review answers as replay shows them: with the reviewer's enrolled role and
     what each verdict released (an ``approve`` the engine's proposal in force)."""
     proposals = [(d.decided_at, (d.proposal or {}).get("released", [])) for d in decisions
@@ -323,8 +338,8 @@ def _answers(rows: Sequence[LedgerRow], decisions: Sequence[LedgerRow],
     releases = answer_releases(rows, proposals)
     return tuple(Answer(
         seq=row.seq, reviewer_id=row.reviewer_id, role=row.role, verdict=row.verdict,
-        categories=tuple(row.categories), motivation=open_motivation(key, row.motivation),
-        step=row.step,
+        categories=tuple(row.categories),
+        motivation=open_motivation(key, row.motivation, pending=pending), step=row.step,
         accepted=row.accepted, refusal_code=row.refusal_code,
         refusal_message=row.refusal_message, answered_at=row.answered_at,
         enrolled_role=roles.get(row.reviewer_id), releases=releases[row.seq]) for row in rows)
@@ -332,7 +347,7 @@ def _answers(rows: Sequence[LedgerRow], decisions: Sequence[LedgerRow],
 
 def _replay_one(request: LedgerRow, decisions: list[LedgerRow], answers: tuple[Answer, ...],
                 tables: _Tables, against: GroundTable | None, *,
-                key: data_keys.DataKey | None) -> Replay:
+                key: data_keys.DataKey | None, pending: bool = False) -> Replay:
     common: dict[str, Any] = {
         "request_id": request.id, "partner_id": request.partner_id,
         "requester_body": request.requester_body, "reference": request.reference,
@@ -345,7 +360,7 @@ def _replay_one(request: LedgerRow, decisions: list[LedgerRow], answers: tuple[A
     common |= {"ground_id": engine_row.ground_id, "ground_version": engine_row.ground_version,
                "table_hash": engine_row.table_hash, "recorded": recorded}
     table = against if against is not None else tables.get(engine_row.table_hash)
-    parsed = parse_recorded(request, key)
+    parsed = parse_recorded(request, key, pending=pending)
     if isinstance(parsed, DisclosureRequest):
         common["reference_date"] = parsed.reference_date
     if isinstance(table, str):

@@ -18,9 +18,10 @@ Shredding a request, in one transaction with its audit event:
   (counts only).
 
 What stays is the proof: the request's ids, partner, body, ground, dates, the decisions and
-deliveries with their categories, the chain, and the subjects as the transparency report counts
-them (``subject_tags``, unlinkable once the year's tag key is destroyed — also done here, once a
-year is :data:`~legal_bases.limits.TAG_KEY_GRACE_DAYS` days over).
+deliveries with their categories, the chain, and its subjects by position and kind of number
+(``subject_positions``, for the Logboek). The transparency report's distinct subjects of a year
+are frozen on the chain (counts only) before the first of its requests is shredded
+(:func:`freeze_years`): nothing that stays links a shredded request to anyone.
 
 It is idempotent and crash-safe: a batch is one transaction (the keys, the rows and the events
 together), a request already shredded is never due again, and a run cut off part-way leaves
@@ -29,12 +30,14 @@ every request either shredded with its event or untouched; the next run takes th
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, delete, func, select, text
 from sqlalchemy.orm import Session
 
@@ -42,9 +45,19 @@ from legal_bases import limits
 from legal_bases.accountability import Accountability, CountedFrom, RetentionTerm
 from records import chain, data_keys
 from records.chain import NewEvent
+from records.errors import LedgerError
+from records.frozen_counts import frozen_years, year_periods
 from records.ledger import local_midnight, received_on
-from records.models import DecisionRow, DeliveryRow, RequestRow, RequestStatus, RequestSubject
+from records.models import (
+    AuditEvent,
+    DecisionRow,
+    DeliveryRow,
+    RequestRow,
+    RequestStatus,
+    RequestSubject,
+)
 from records.reviews import ReviewAnswerRow
+from records.statistics import parse_period, transparency_statistics
 from records.vocabulary import EventKind, RequestState
 
 _REQUESTS = RequestRow.__table__  # type: ignore[attr-defined]
@@ -53,14 +66,20 @@ _DELIVERIES = DeliveryRow.__table__  # type: ignore[attr-defined]
 _STATUS = RequestStatus.__table__  # type: ignore[attr-defined]
 _SUBJECTS = RequestSubject.__table__  # type: ignore[attr-defined]
 _ANSWERS = ReviewAnswerRow.__table__  # type: ignore[attr-defined]
+_EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 _KEYS = data_keys.DATA_KEYS
-_TAG_KEYS = data_keys.TAG_KEYS
 
 #: States in which a request is done: nothing more will be decided or delivered.
 DONE = (RequestState.INVALID.value, RequestState.REJECTED.value, RequestState.DELIVERED.value,
         RequestState.FAILED.value)
 #: Who shreds, on the chain.
 ACTOR = "retention"
+#: How often the write-ahead log's checkpoint is tried after a run (a reader may hold it up).
+PURGE_TRIES = 5
+
+
+class RetentionError(LedgerError):
+    """Raised when a retention run is asked for what would shred early."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,7 @@ class Due:
     term: RetentionTerm
     started: date
     ended: date
+    received_at: datetime
 
 
 @dataclass
@@ -84,20 +104,26 @@ class RetentionRun:
     shredded: int = 0
     subject_rows: int = 0
     motivations: int = 0
-    tag_years: list[int] = field(default_factory=list)
+    frozen_years: list[int] = field(default_factory=list)
     batches: int = 0
+    purged: bool = True  # nothing deleted left in the database's own files
+    #: requests that would be looked at but cannot be shredded, and why (kept, listed)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"today": self.today.isoformat(), "dry_run": self.dry_run,
                 "due": len(self.due), "shredded": self.shredded,
                 "subject_rows_removed": self.subject_rows,
                 "motivations_removed": self.motivations,
-                "tag_key_years_destroyed": self.tag_years}
+                "years_frozen": self.frozen_years, "purged": self.purged,
+                "skipped": len(self.skipped)}
 
 
-def due_for_shredding(*, session: Session, accountability: Accountability,
-                      today: date) -> list[Due]:
-    """Every request not yet shredded whose retention term ended on or before ``today``."""
+def due_for_shredding(*, session: Session, accountability: Accountability, today: date,
+                      skipped: dict[str, str] | None = None) -> list[Due]:
+    """Every request not yet shredded whose retention term ended on or before ``today``;
+    ``skipped`` gets the requests that would be looked at but cannot be shredded, and why."""
+    skipped = {} if skipped is None else skipped
     terms = [accountability.retention_for(None),
              *(accountability.retention_for(g) for g in accountability.grounds)]
     # no term is shorter than this many days, so a younger request cannot be due
@@ -123,17 +149,94 @@ def due_for_shredding(*, session: Session, accountability: Accountability,
             .outerjoin(delivered, delivered.c.request_id == _REQUESTS.c.id))
         .where(_REQUESTS.c.received_at < newest, _STATUS.c.state.in_(DONE))
         .order_by(_REQUESTS.c.received_at, _REQUESTS.c.id))
-    due: list[Due] = []
+    # The tables say which requests may be due (one query); the chain, which nobody can edit
+    # without the key, decides: a request shreds only if its sealed events say it is done and
+    # its term, counted from their times, has ended.
+    candidates: list[str] = []
     for row in session.execute(query):
-        # an invalid submission was never decided under a ground, whatever it claimed
-        ground = (row.ground_id or row.legal_basis) if row.valid else None
-        term = accountability.retention_for(ground)
-        started = _start(row, term)
-        ended = term.ends(started)
-        if ended <= today:
-            due.append(Due(row.id, ground if ground in accountability.grounds else None, term,
-                           started, ended))
-    return due
+        try:
+            if _due_by(row, accountability, today) is not None:
+                candidates.append(row.id)
+        except (ValueError, OverflowError, TypeError):
+            candidates.append(row.id)  # the tables are odd: the chain decides
+    due: list[Due] = []
+    for request_id, facts in _chain_facts(session, candidates).items():
+        try:
+            found = _due_by(facts, accountability, today)
+        except (ValueError, OverflowError, TypeError) as exc:  # one odd row stops no other
+            skipped[request_id] = f"its term cannot be worked out ({type(exc).__name__})"
+            continue
+        if found is None or facts.state not in DONE:
+            continue
+        if isinstance(found, str):
+            skipped[request_id] = found
+            continue
+        due.append(Due(request_id, *found, facts.received_at))
+    return sorted(due, key=lambda d: (d.received_at, d.request_id))
+
+
+@dataclass
+class _Facts:
+    """What a request's sealed events say: its state, validity, ground and the times a term
+    may count from."""
+
+    received_at: datetime
+    valid: bool
+    legal_basis: str | None
+    state: str | None = None
+    updated_at: datetime | None = None
+    ground_id: str | None = None
+    decided_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+def _chain_facts(session: Session, request_ids: Sequence[str]) -> dict[str, _Facts]:
+    """The facts of ``request_ids`` from their sealed events (events without a valid seal, as an
+    insider without the key would write them, are left out)."""
+    keys = chain.keys_of(session)
+    found: dict[str, _Facts] = {}
+    for start in range(0, len(request_ids), 500):
+        for row in session.execute(select(_EVENTS).where(
+                _EVENTS.c.request_id.in_(request_ids[start:start + 500]))
+                .order_by(_EVENTS.c.seq)):
+            if not chain.is_sealed(row, keys):
+                continue
+            payload = row.payload if isinstance(row.payload, dict) else {}
+            if row.kind in (EventKind.REQUEST_RECEIVED.value, EventKind.REQUEST_INVALID.value):
+                found[row.request_id] = _Facts(
+                    received_at=row.occurred_at, valid=row.kind == EventKind.REQUEST_RECEIVED.value,
+                    legal_basis=payload.get("legal_basis"))
+            facts = found.get(row.request_id)
+            if facts is None:
+                continue
+            if isinstance(payload.get("state"), str):
+                facts.state, facts.updated_at = payload["state"], row.occurred_at
+            if row.kind == EventKind.DECISION_RECORDED.value:
+                facts.decided_at, facts.ground_id = row.occurred_at, payload.get("ground_id")
+            elif row.kind == EventKind.DELIVERY_RECORDED.value:
+                facts.delivered_at = row.occurred_at
+    return found
+
+
+def _due_by(facts: Any, accountability: Accountability,
+            today: date) -> tuple[str | None, RetentionTerm, date, date] | str | None:
+    """(ground, term, start, end) if the request's term ended by ``today``; None if not; the
+    reason as text if it cannot be shredded: data were delivered under a ground that has no
+    entry in the accountability file (its term is unknown: kept, and listed). A request that
+    claimed a ground nobody knows and got nothing takes ``default_retention``."""
+    # an invalid submission was never decided under a ground, whatever it claimed
+    ground = (facts.ground_id or facts.legal_basis) if facts.valid else None
+    if ground is not None and ground not in accountability.grounds:
+        if facts.delivered_at is not None:
+            return (f"delivered under ground {ground}, which has no entry in the "
+                    "accountability file: its retention term is unknown")
+        ground = None
+    term = accountability.retention_for(ground)
+    started = _start(facts, term)
+    ended = term.ends(started)
+    if ended > today or received_on(facts.received_at).year >= today.year:
+        return None  # (a year's report is frozen once it is over: nothing of it goes before)
+    return ground, term, started, ended
 
 
 def _lower_bound_days(term: RetentionTerm) -> int:
@@ -146,10 +249,10 @@ def _lower_bound_days(term: RetentionTerm) -> int:
 def _start(row: Any, term: RetentionTerm) -> date:
     """The day a request's term starts: the latest of what it is counted from."""
     if not row.valid or row.decided_at is None:
-        moments = [row.received_at, row.updated_at]
+        moments = [m for m in (row.received_at, row.updated_at) if m is not None]
     else:
         moments = [row.decided_at]
-        if row.state == RequestState.FAILED.value:
+        if row.state == RequestState.FAILED.value and row.updated_at is not None:
             moments.append(row.updated_at)
         if term.counted_from is CountedFrom.DELIVERY and row.delivered_at is not None:
             moments.append(row.delivered_at)
@@ -189,76 +292,114 @@ def shred(*, session: Session, due: Sequence[Due], now: datetime,
     return len(todo), sum(subjects.values()), sum(answers.values())
 
 
-def tag_key_years_due(*, session: Session, today: date) -> list[int]:
-    """The years whose subject-tag key may go: over for at least TAG_KEY_GRACE_DAYS days."""
-    last_over = today.year - 1 if today >= date(today.year, 1, 1) + timedelta(
-        days=limits.TAG_KEY_GRACE_DAYS) else today.year - 2
-    return list(session.execute(select(_TAG_KEYS.c.year).where(_TAG_KEYS.c.year <= last_over)
-                                .order_by(_TAG_KEYS.c.year)).scalars())
+def freeze_counts(*, session: Session, year: int, now: datetime) -> dict[str, Any]:
+    """The distinct subjects affected in ``year`` and each of its quarters and months, per
+    body × ground × outcome, per body and in all, as counted now (counts only): the payload of
+    the year's ``subject_counts_frozen`` event."""
+    periods: dict[str, Any] = {}
+    for label in year_periods(year):
+        report = transparency_statistics(session=session, period=parse_period(label), now=now,
+                                         frozen=False)
+        periods[label] = {
+            "cells": [[body, ground, outcome, tally.subjects_affected]
+                      for (_, body, ground, outcome), tally in sorted(report.cells.items())
+                      if tally.subjects_affected],
+            "bodies": dict(sorted(report.body_affected.items())),
+            "total": report.total.subjects_affected}
+    return {"year": year, "periods": periods}
 
 
-def destroy_tag_keys(*, session: Session, years: Sequence[int], now: datetime,
-                     flow_run_id: str | None = None) -> None:
-    """Delete the subject-tag keys of ``years``, each with its event (caller's transaction)."""
-    if not years:
-        return
-    session.execute(delete(_TAG_KEYS).where(_TAG_KEYS.c.year.in_(list(years))))
-    chain.append_event_rows(session=session, events=[NewEvent(
-        kind=EventKind.SUBJECT_TAG_KEY_DESTROYED.value, occurred_at=now, actor=ACTOR,
-        flow_run_id=flow_run_id, payload={"year": year}) for year in years])
+def freeze_years(*, session: Session, years: Sequence[int], now: datetime,
+                 flow_run_id: str | None = None) -> list[int]:
+    """Freeze the distinct subjects of each of ``years`` not frozen yet, on the chain (a
+    ``subject_counts_frozen`` event each, counts only), before the first of its requests is
+    shredded: the transparency report reads them from there (:mod:`records.statistics`).
+    Returns the years frozen now."""
+    done = frozen_years(session)
+    todo = sorted(set(years) - set(done))
+    if todo:
+        chain.append_event_rows(session=session, events=[NewEvent(
+            kind=EventKind.SUBJECT_COUNTS_FROZEN.value, occurred_at=now, actor=ACTOR,
+            flow_run_id=flow_run_id, payload=freeze_counts(session=session, year=year, now=now))
+            for year in todo])
+    return todo
 
 
 def run_retention(engine: Engine, *, accountability: Accountability, today: date | None = None,
+                  now: datetime | None = None,
                   dry_run: bool = False, batch_size: int = limits.SHRED_BATCH_SIZE,
                   flow_run_id: str | None = None,
                   after_batch: Callable[[int], None] | None = None) -> RetentionRun:
     """Find what is due and (unless ``dry_run``) shred it, ``batch_size`` requests per
-    transaction; then destroy the subject-tag keys of years long enough over, and make sure
-    nothing deleted lingers in the database's files (SQLite: the WAL is checkpointed;
-    PostgreSQL: the tables are vacuumed). ``after_batch`` is called with the number of each
-    committed batch (tests use it to cut a run off)."""
-    today = today or received_on(datetime.now(UTC))
+    transaction, after freezing the distinct subjects of their years of receipt for the
+    report; then make sure nothing deleted lingers in the database's files
+    (:func:`purge_deleted`). ``today`` may be a day gone by (a term counted as then shreds
+    less), never one to come (:class:`RetentionError`); ``now`` is the clock (tests set it).
+    ``after_batch`` is called with the number of each committed batch (tests use it to cut a
+    run off)."""
+    clock = now or datetime.now(UTC)
+    today = today or received_on(clock)
+    if today > received_on(clock):
+        raise RetentionError(f"terms are counted as on {today.isoformat()}, a day still to come: "
+                             "that would shred early")
     run = RetentionRun(today=today, dry_run=dry_run)
     with Session(engine) as session:
-        run.due = due_for_shredding(session=session, accountability=accountability, today=today)
-        run.tag_years = tag_key_years_due(session=session, today=today)
+        run.due = due_for_shredding(session=session, accountability=accountability, today=today,
+                                    skipped=run.skipped)
     if dry_run:
         return run
+    years = sorted({received_on(d.received_at).year for d in run.due})
+    if years:
+        with Session(engine) as session, session.begin():
+            run.frozen_years = freeze_years(session=session, years=years,
+                                            now=now or datetime.now(UTC),
+                                            flow_run_id=flow_run_id)
     for start in range(0, len(run.due), batch_size):
         with Session(engine) as session, session.begin():
             shredded, rows, motivations = shred(
                 session=session, due=run.due[start:start + batch_size],
-                now=datetime.now(UTC), flow_run_id=flow_run_id)
+                now=now or datetime.now(UTC), flow_run_id=flow_run_id)
         run.shredded += shredded
         run.subject_rows += rows
         run.motivations += motivations
         run.batches += 1
         if after_batch is not None:
             after_batch(run.batches)
-    if run.tag_years:
-        with Session(engine) as session, session.begin():
-            destroy_tag_keys(session=session, years=run.tag_years, now=datetime.now(UTC),
-                             flow_run_id=flow_run_id)
-    if run.shredded or run.tag_years:
-        purge_deleted(engine)
+    if run.shredded:
+        run.purged = purge_deleted(engine)
     return run
 
 
-def purge_deleted(engine: Engine) -> None:
-    """Leave no copy of deleted keys in the database's own files: SQLite overwrites deleted
-    content (``secure_delete``, :mod:`records.db`) and the WAL is checkpointed and truncated
-    here; PostgreSQL's dead row versions are vacuumed away. Backups and WAL archives are the
-    operator's (README: Retention)."""
+def purge_deleted(engine: Engine) -> bool:
+    """Leave no copy of what was deleted in the database's own files; False if that could not
+    be done now (logged: the next run tries again).
+
+    SQLite overwrites deleted content (``secure_delete``, :mod:`records.db`); here the write-ahead
+    log is checkpointed into the file and truncated — which a reader still holding an old
+    snapshot prevents, hence a few tries. PostgreSQL keeps deleted row versions in its pages
+    until they are reused, where whoever reads the pages finds them: the two tables shredding
+    deletes from are rewritten (``VACUUM FULL``, a short exclusive lock on ``data_keys`` and
+    ``request_subjects``). WAL archives, replicas and backups are the operator's (README:
+    Retention)."""
+    log = structlog.get_logger("disclosure.retention")
     if engine.dialect.name == "sqlite":
-        # outside a transaction (the engine's own connections begin one): a raw connection
-        raw = engine.raw_connection()
-        try:
-            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
-    elif engine.dialect.name == "postgresql":
+        for attempt in range(PURGE_TRIES):
+            # outside a transaction (the engine's own connections begin one): a raw connection
+            raw = engine.raw_connection()
+            try:
+                busy, frames, done = raw.cursor().execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                raw.close()
+            if not busy and frames in (0, -1, done):
+                return True
+            time.sleep(0.2 * (attempt + 1))
+        log.warning("purge_incomplete", reason="a reader holds an old snapshot of the ledger")
+        return False
+    if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM data_keys, request_subjects, subject_tag_keys"))
+            connection.execute(text("VACUUM FULL data_keys, request_subjects"))
+    return True
 
 
 # --- the outbox ----------------------------------------------------------------------------------

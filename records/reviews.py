@@ -220,9 +220,10 @@ def answers_for(*, session: Session, request_id: str) -> list[ReviewAnswerRow]:
                                 .where(col(ReviewAnswerRow.request_id) == request_id)
                                 .order_by(col(ReviewAnswerRow.seq))).scalars())
     key = data_keys.key_for(session, request_id) if rows else None
+    pending = bool(rows) and data_keys.is_pending(session, request_id)
     for row in rows:
         session.expunge(row)
-        row.motivation = open_motivation(key, row.motivation)
+        row.motivation = open_motivation(key, row.motivation, pending=pending)
     return rows
 
 
@@ -230,9 +231,10 @@ def answers_for(*, session: Session, request_id: str) -> list[ReviewAnswerRow]:
 MOTIVATION_REMOVED = "(removed under retention)"
 
 
-def open_motivation(key: data_keys.DataKey | None, stored: str) -> str:
-    """A stored motivation's text (:data:`MOTIVATION_REMOVED` once its key is gone)."""
-    text = data_keys.open_field(key, data_keys.MOTIVATION, stored)
+def open_motivation(key: data_keys.DataKey | None, stored: str, *, pending: bool = False) -> str:
+    """A stored motivation's text (:data:`MOTIVATION_REMOVED` once its key is gone; in clear
+    only for a request of before 0.8.0 still to be sealed, ``pending``)."""
+    text = data_keys.open_field(key, data_keys.MOTIVATION, stored, pending=pending)
     return MOTIVATION_REMOVED if text is None else text
 
 

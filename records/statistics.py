@@ -11,10 +11,12 @@ decided, ``undecided`` if nothing was decided yet, and ``rejected`` for every in
 Per group of requests (:class:`Tally`):
 
 * ``requests``; ``subjects``: the subjects they named (sum of ``subject_count``);
-  ``subjects_affected``: distinct subjects of the requests whose decision in force released
-  something — distinct within the group, so it does not add up across groups. Counted from the
-  subject tags (records/data_keys.py), which stay when a request is shredded, so a period's
-  report keeps its counts after retention;
+  ``subjects_affected``: distinct subjects (pseudonyms) of the requests whose decision in force
+  released something — distinct within the group, so it does not add up across groups. Once a
+  request of a year is to be shredded under retention, the year's distinct counts are first
+  frozen on the chain (:func:`freeze_year`, a ``subject_counts_frozen`` event with counts only)
+  and read from there, so the report keeps them while nothing links a shredded request to
+  anyone;
 * released categories: per category, the requests that released it and the subject-releases
   (the subjects of those requests);
 * time to decision: ``received_at`` → ``decided_at`` of the decision in force, in days, over the
@@ -62,14 +64,14 @@ from sqlalchemy.orm import Session
 from legal_bases.errors import DisclosureError
 from legal_bases.limits import REPORT_DAYS_DECIMALS, REPORT_FETCH_ROWS
 from legal_bases.vocabulary import Body, Category, Outcome
-from records import data_keys
+from records.frozen_counts import apply_frozen
 from records.ledger import local_midnight
-from records.models import DecisionRow, RequestRow
+from records.models import DecisionRow, RequestRow, RequestSubject
 from records.timestamps import utc
 
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[attr-defined]
-_TAGS: Table = data_keys.SUBJECT_TAGS
+_SUBJECTS: Table = RequestSubject.__table__  # type: ignore[attr-defined]
 
 #: The outcome of a request on which nothing was decided yet.
 UNDECIDED = "undecided"
@@ -312,6 +314,8 @@ class Report:
     part_totals: dict[str, Tally]
     total: Tally
     body_affected: dict[str, int] = field(default_factory=dict)
+    #: whether the distinct subjects of frozen years are read from their frozen counts
+    frozen: bool = True
 
     def rows(self) -> list[ReportRow]:
         """Every non-empty period × body × ground × outcome, in a stable order: periods in time,
@@ -373,7 +377,7 @@ def _sort_key(key: tuple[str, ...]) -> tuple[Any, ...]:
 
 def transparency_statistics(*, session: Session, period: Period,
                             breakdown: Breakdown | None = None,
-                            now: datetime | None = None) -> Report:
+                            now: datetime | None = None, frozen: bool = True) -> Report:
     """The statistics of the requests received in ``period``, per quarter or month if asked.
 
     ``now`` (default: the clock) is when the report is made: it limits the deadline cut-off.
@@ -383,7 +387,8 @@ def transparency_statistics(*, session: Session, period: Period,
     parts = period.split(breakdown)
     report = Report(period=period, breakdown=breakdown, parts=parts, made_at=now,
                     cutoff=min(period.end, now), cells={},
-                    part_totals={p.label: Tally() for p in parts}, total=Tally())
+                    part_totals={p.label: Tally() for p in parts}, total=Tally(),
+                    frozen=frozen)
     starts = [p.start for p in parts]
     deadline_ends: dict[date, datetime] = {}
     for row in session.execute(_requests_in_force(period),
@@ -399,7 +404,11 @@ def transparency_statistics(*, session: Session, period: Period,
         _merge(report.part_totals[key[0]], cell)
         _merge(report.total, cell)
     _count_affected(session, report)
+    apply_frozen(session, report)
     return report
+
+
+
 
 
 def _in_force(requests: FromClause) -> tuple[FromClause, ColumnElement[bool]]:
@@ -462,15 +471,13 @@ def _count_affected(session: Session, report: Report) -> None:
     the database per row, per part and over the whole period."""
     requests = _REQUESTS.alias("r")
     decision, joined = _in_force(requests)
-    # the subjects as counted for good (subject_tags): one tag per person within a year of
-    # receipt, kept after the request is shredded (records/data_keys.py)
-    subjects = _TAGS.alias("s")
+    subjects = _SUBJECTS.alias("s")
     parts = report.parts
     bucket: ColumnElement[Any] = (
         case(*((requests.c.received_at < p.end, i) for i, p in enumerate(parts[:-1])),
              else_=len(parts) - 1) if len(parts) > 1 else literal_column("0"))
     released = (select(bucket.label("part"), requests.c.requester_body, requests.c.legal_basis,
-                       decision.c.outcome, subjects.c.tag.label("pseudonym"))
+                       decision.c.outcome, subjects.c.pseudonym)
                 .select_from(requests.join(decision, joined).join(
                     subjects, subjects.c.request_id == requests.c.id))
                 .where(_in_period(requests, report.period), requests.c.valid,

@@ -58,7 +58,8 @@ from records.chain import ChainWalk, keys_of
 from records.checkpoints import FoundCheckpoints, checkpoint_problem
 from records.db import read_only
 from records.errors import DataKeyError
-from records.legacy_sealing import REQUESTS_SEALED
+from records.ledger import received_on
+from records.legacy_sealing import REQUESTS_SEALED, PendingSealing
 from records.models import (
     AuditEvent,
     DecisionRow,
@@ -69,6 +70,7 @@ from records.models import (
     TableSnapshot,
 )
 from records.pseudonym import subjects_digest
+from records.retention import DONE
 from records.reviews import (
     ENROLLED,
     REMOVED,
@@ -95,6 +97,9 @@ _KEYS: Table = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _REVOCATIONS: Table = ApiKeyRevocation.__table__  # type: ignore[attr-defined]
 _ACTORS = frozenset({ENROLLED, REMOVED, KEY_ISSUED, KEY_REVOKED})
 _DATA_KEYS: Table = data_keys.DATA_KEYS
+_PENDING: Table = PendingSealing.__table__  # type: ignore[attr-defined]
+#: The states in which a request may be shredded.
+SHREDDABLE_STATES = frozenset(DONE)
 
 
 def _same_body(key: data_keys.DataKey, plain: str, body_hash: str) -> bool:
@@ -163,6 +168,8 @@ class _Expected:
     #: answer key -> (digest of the clear motivation, of the sealed one) for the answers of
     #: before 0.8.0 sealed afterwards, as the requests_sealed events say
     resealed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: request id -> sha256 of its body as sealed afterwards (requests of before 0.8.0)
+    resealed_bodies: dict[str, str] = field(default_factory=dict)
 
 
 def _answer_key(request_id: Any, seq: Any) -> str:
@@ -336,12 +343,15 @@ class _Verifier:
                     payload.get("subjects_digest") if received else None)
         elif kind == EventKind.REQUEST_SHREDDED.value and request_id is not None:
             expected.shredded[request_id] = seq
+            self._shredding(event, payload, request_id)
         elif kind == REQUESTS_SEALED:
-            resealed = payload.get("resealed")
+            resealed, bodies = payload.get("resealed"), payload.get("bodies")
             if isinstance(resealed, dict):
                 expected.resealed.update(
                     (k, (v[0], v[1])) for k, v in resealed.items()
                     if isinstance(v, list) and len(v) == 2)
+            if isinstance(bodies, dict):
+                expected.resealed_bodies.update(bodies)
         elif kind == EventKind.DECISION_RECORDED.value:
             key = self._key(payload.get("decision_id"), "decision_id", event, expected.decisions)
             if key is not None:
@@ -373,6 +383,18 @@ class _Verifier:
             if key is not None:
                 expected.snapshots[key] = (seq, event_rows.frozen(payload.get("grounds")),
                                            event_rows.frozen(payload.get("ground_versions")))
+
+    def _shredding(self, event: Any, payload: Mapping[str, Any], request_id: str) -> None:
+        """A shredding must follow the request's being done, and its term's end."""
+        state = self.expected.states.get(request_id)
+        if state not in SHREDDABLE_STATES:
+            self._found("shredded_while_not_done", "audit_events", f"request {request_id} "
+                        f"was shredded while {state or 'without a state'}", seq=int(event.seq))
+        ended = payload.get("term_ended")
+        on = received_on(event.occurred_at).isoformat()
+        if not isinstance(ended, str) or ended > on:
+            self._found("shredded_before_term", "audit_events", f"request {request_id} was "
+                        f"shredded on {on}, its term ending {ended}", seq=int(event.seq))
 
     def _actor(self, kind: str, payload: Mapping[str, Any]) -> None:
         expected = self.expected
@@ -549,21 +571,38 @@ class _Verifier:
         columns = ("id", "partner_id", "requester_body", "channel", "reference", "received_at",
                    "raw_body", "body_hash", "valid", "validation_errors", "legal_basis",
                    "purpose", "reference_date", "due_date", "subject_count", "correlation_id")
+        pending = set(self.session.execute(select(_PENDING.c.request_id)).scalars())
         for row in self._with_keys(_REQUESTS, columns, ("id",)):
-            self._raw_body(row, shredded.get(row.id))
+            self._raw_body(row, shredded.get(row.id), row.id in pending)
             entry = expected.pop(row.id, None)
             if entry is not None and entry[2] and row.id not in shredded:
                 # subjects the event counts, none were found
                 self._found("subjects_mismatch", "request_subjects", "no subject rows; the "
                             f"request's event (seq {entry[0]}) records {entry[2]}",
                             row_id=row.id)
-            self._compare(event_rows.REQUEST, row.id, row, None if entry is None else entry[:2])
+            self._compare(event_rows.REQUEST, row.id, self._request_as_recorded(row, pending),
+                          None if entry is None else entry[:2])
         self._orphans(event_rows.REQUEST, expected)
 
-    def _raw_body(self, row: Any, shredded_seq: int | None) -> None:
+    def _request_as_recorded(self, row: Any, pending: set[str]) -> Any:
+        """A request as its event recorded it: the event of a request of before 0.8.0 did not
+        commit to the sealed body (it was sealed afterwards, as a requests_sealed event says,
+        or is still to be sealed)."""
+        resealed = self.expected.resealed_bodies.get(row.id)
+        if row.id in pending or (resealed is not None and resealed == sha256(row.raw_body)):
+            return SimpleNamespace(**{**row._mapping, "sealed_body_sha256": None})
+        return row
+
+    def _raw_body(self, row: Any, shredded_seq: int | None, pending: bool) -> None:
         """The raw body against the body hash: opened with the request's data key (or as stored,
-        for a submission recorded in clear before 0.8.0); once shredded, the key must be gone."""
+        for a submission recorded in clear before 0.8.0 and not sealed yet); once shredded, the
+        key must be gone and the body still sealed."""
         key = self._data_key(row.id, row)
+        if not data_keys.is_sealed(row.raw_body) and not pending:
+            self._found("raw_body_altered", "requests", "the raw body is stored in clear, not "
+                        "sealed (and not a submission of before 0.8.0 still to be sealed)",
+                        row_id=row.id)
+            return
         if shredded_seq is not None:
             if row.wrapped is not None:
                 self._found("shredding_incomplete", "data_keys", "the request's data key is "

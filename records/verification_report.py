@@ -48,6 +48,9 @@ PROBLEM_CODES: Mapping[str, str] = {
     "data_key_unusable": "a request's data key does not open with the KEK ring",
     "shredding_incomplete": "a request shredded under retention still has its data key",
     "subjects_after_shredding": "a request shredded under retention still has subject rows",
+    "shredded_while_not_done": "a request was shredded while it waited for a decision, a "
+                               "reviewer or a delivery",
+    "shredded_before_term": "a request was shredded before its retention term ended",
     # decisions, deliveries, review answers
     "decision_without_event": "a decision has no decision_recorded event",
     "event_without_decision": "a decision_recorded event's decision is missing",

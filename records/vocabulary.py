@@ -49,8 +49,9 @@ class EventKind(StrEnum):
     # retention (records/retention.py): a request's term ended and its data key, subjects'
     # pseudonyms and sealed fields became unreadable; ids and counts only
     REQUEST_SHREDDED = "request_shredded"
-    # the key of one year's subject tags was destroyed (the year is over)
-    SUBJECT_TAG_KEY_DESTROYED = "subject_tag_key_destroyed"
+    # a year's distinct subjects for the transparency report, frozen (counts only) before the
+    # first of its requests is shredded
+    SUBJECT_COUNTS_FROZEN = "subject_counts_frozen"
     # file-drop deliveries removed from a partner's outbox (collected, or kept long enough)
     OUTBOX_CLEANED = "outbox_cleaned"
     # drop-off files filed away long enough removed (the ledger holds what they said, sealed)

@@ -106,7 +106,7 @@ def test_a_ledger_of_070_is_sealed_at_its_first_open_and_then_shredded_like_any(
         engine.dispose()
         assert not [n for n in facts["numbers"] if n.encode() in database_bytes(ledger)]
 
-        run = run_retention(engine, accountability=load_accountability(), today=LONG_AFTER)
+        run = run_retention(engine, accountability=load_accountability(), now=LONG_AFTER)
         assert run.shredded > 0
         with Session(engine) as session:
             assert verify_record(session=session).ok

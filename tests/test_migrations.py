@@ -152,7 +152,7 @@ def test_the_database_refuses_to_update_or_delete_a_record_row(
 @pytest.mark.parametrize("table", SHREDDABLE_TABLES)
 def test_the_database_refuses_to_update_a_shreddable_row_but_lets_shredding_delete_it(
         ledger_engine: Engine, shipped_table: GroundTable, table: str) -> None:
-    """A request's subjects and data key, and a year's subject-tag key, are deleted when they are
+    """A request's subjects and data key are deleted when it is
     shredded under retention (``audit verify`` tells that from a deletion); never changed."""
     assert table not in APPEND_ONLY_TABLES
     one_of_everything(ledger_engine, shipped_table)

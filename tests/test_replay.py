@@ -519,7 +519,9 @@ def test_an_altered_snapshot_or_submission_cannot_be_replayed(
     on_shipped = {t.request_id for t in world.history.truths if t.table_hash == world.shipped.hash}
     assert cannot == on_shipped | {valid.request_id, resealed.request_id}
     assert all("snapshot" in (replays[i].problem or "") for i in on_shipped)
-    assert "no longer reads" in (replays[valid.request_id].problem or "")
+    # clear text where a sealed body belongs is refused as such; a resealed forgery opens, and
+    # no longer reads as the request it was recorded as
+    assert "stored in clear, not sealed: altered" in (replays[valid.request_id].problem or "")
     assert "no longer reads" in (replays[resealed.request_id].problem or "")
     cli_env(world.url, world.current_dir)
     code, out = run_cli(capsys, *PERIOD)

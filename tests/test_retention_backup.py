@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 )
 from sqlalchemy import Engine, select
 from sqlmodel import Session
-from test_retention import END, LONG_AFTER, START, database_bytes, done, shred_events
+from test_retention import LONG_AFTER, database_bytes, done, shred_events
 
 from cli.main import main
 from flows.retention import apply_retention
@@ -45,6 +45,11 @@ from records.synthetic_history import History, write_history
 from records.verification import verify_record
 from records.vocabulary import EventKind
 
+#: The history is of early 2025: on the real clock, the shortest terms (one year from the final
+#: decision: invalid submissions, requests refused under no known ground) have ended, so the
+#: command line and the flow, which run on the real clock, have something to shred.
+START = datetime(2025, 1, 6, 8, tzinfo=UTC)
+END = datetime(2025, 3, 28, 17, tzinfo=UTC)
 OLD_KEK = f"kek-old:{secrets.token_hex(32)}"
 NEW_KEK = f"kek-new:{secrets.token_hex(32)}"
 
@@ -74,8 +79,8 @@ def installation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[In
     engine = open_ledger(settings)
     try:
         history = write_history(engine=engine, pseudonymizer=Pseudonymizer.from_settings(settings),
-                                 tables=[(START, load_table())], requests=60, seed=6,
-                                 start=START, end=END, persons=30, invalid_share=0.1)
+                                 tables=[(START, load_table())], requests=120, seed=2,
+                                 start=START, end=END, persons=50, invalid_share=0.15)
     finally:
         engine.dispose()
     return Installation(tmp_path, history)
@@ -99,7 +104,7 @@ def test_a_backup_taken_after_shredding_restores_intact_and_stays_unreadable(
     due = {t.request_id for t in installation.history.truths if done(t)}
     with Session(engine) as session:
         wrapped = data_keys.wrapped_keys(session, sorted(due))
-    run_retention(engine, accountability=load_accountability(), today=LONG_AFTER)
+    run_retention(engine, accountability=load_accountability(), now=LONG_AFTER)
     engine.dispose()
     backup = installation.folder / "backups" / "after.db"
     assert main(["db", "backup", str(backup)]) == 0
@@ -131,13 +136,12 @@ def test_a_backup_older_than_a_shredding_is_shredded_again_when_restored(
     backup = installation.folder / "before.db"
     assert main(["db", "backup", str(backup)]) == 0
     engine = installation.open()
-    run = run_retention(engine, accountability=load_accountability(),
-                        today=datetime.now(UTC).date())
+    run = run_retention(engine, accountability=load_accountability(), now=LONG_AFTER)
     engine.dispose()
-    # the terms end in years: to restore "after" them, the retention counts as on a later day
+    assert run.shredded > 0
+    # the restore's retention runs on the same (later) clock as the shredding did
     monkeypatch.setattr("cli.db.run_retention", lambda engine, **kw: run_retention(
-        engine, **kw | {"today": LONG_AFTER}))
-    assert run.shredded == 0
+        engine, **kw | {"now": LONG_AFTER}))
     assert main(["db", "restore", str(backup)]) == 0
     out = capsys.readouterr().out
     due = {t.request_id for t in installation.history.truths if done(t)}
@@ -190,13 +194,18 @@ def test_a_retention_run_killed_half_way_loses_nothing_and_shreds_nothing_early(
         installation: Installation) -> None:
     """SIGKILL after the second batch (no ``finally``, as a power cut): the two batches are
     shredded with their events, nothing else; the next run takes the rest, each once."""
+    engine = installation.open()
+    try:  # what is due today, on the real clock the command line runs on
+        due = {d.request_id for d in run_retention(
+            engine, accountability=load_accountability(), dry_run=True).due}
+    finally:
+        engine.dispose()
+    assert len(due) > 10
     env = {**os.environ, "DISCLOSURE_FAULTS": "shredded:kill@2"}
-    command = [sys.executable, "-m", "cli.main", "retention", "--today", LONG_AFTER.isoformat(),
-               "--batch-size", "5"]
+    command = [sys.executable, "-m", "cli.main", "retention", "--batch-size", "5"]
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
                             check=False, cwd=Path(__file__).resolve().parents[1])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    due = {t.request_id for t in installation.history.truths if done(t)}
     engine = installation.open()
     try:
         first = shred_events(engine)
@@ -248,10 +257,16 @@ def test_the_nightly_flow_shreds_cleans_the_outbox_and_reads_its_kek_from_a_secr
         (processed / f"{name}.report.json").write_text("{}")
     os.utime(processed / "old.jsonl.report.json", (old, old))
 
-    state = apply_retention(today=LONG_AFTER, return_state=True)
+    engine = flows_open_ledger(load_settings())
+    try:  # what is due today, on the real clock the flow runs on
+        due = {d.request_id for d in run_retention(
+            engine, accountability=load_accountability(), dry_run=True).due}
+    finally:
+        engine.dispose()
+    assert due
+    state = apply_retention(return_state=True)
     assert state.is_completed()
     result = state.result()
-    due = {t.request_id for t in installation.history.truths if done(t)}
     assert result["shredded"] == len(due)
     assert result["outbox_removed"] == 2
     assert result["dropoff_files_removed"] == 1

@@ -3,9 +3,8 @@
 * ``data_keys``: each request's data key, wrapped by a key-encryption key kept outside the
   database (records/data_keys.py). Rows are deleted when a request is shredded under its
   retention term; UPDATE is refused.
-* ``subject_tag_keys``: one key per year of receipt for the subject tags; deleted once the year
-  is over; UPDATE refused.
-* ``subject_tags``: a request's subjects as the transparency report counts them (insert-only).
+* ``subject_positions``: a request's subjects by position and kind of number only, for the
+  Logboek lines that stay once a request is shredded (insert-only; names no one).
 * ``request_subjects`` (the inzage index, by pseudonym) loses its DELETE trigger: a shredded
   request's rows are deleted with its data key. UPDATE stays refused; the chain's subjects digest
   and the ``request_shredded`` event let ``audit verify`` tell a shredding from a deletion.
@@ -53,23 +52,14 @@ def upgrade() -> None:
         *_lengths("data_keys", request_id=36, kek_id=32, wrapped=96),
     )
     op.create_table(
-        "subject_tag_keys",
-        sa.Column("year", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("kek_id", sa.String(32), nullable=False),
-        sa.Column("wrapped", sa.String(96), nullable=False),
-        sa.Column("created_at", _timestamp(), nullable=False),
-        *_lengths("subject_tag_keys", kek_id=32, wrapped=96),
-    )
-    op.create_table(
-        "subject_tags",
+        "subject_positions",
         sa.Column("request_id", sa.String(36), sa.ForeignKey(
-            "requests.id", name="fk_subject_tags_request_id"), primary_key=True),
+            "requests.id", name="fk_subject_positions_request_id"), primary_key=True),
         sa.Column("position", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("id_type", sa.String(16), nullable=False),
-        sa.Column("tag", sa.String(64), nullable=False),
-        *_lengths("subject_tags", request_id=36, id_type=16, tag=64),
+        *_lengths("subject_positions", request_id=36, id_type=16),
     )
-    op.create_index("ix_subject_tags_tag", "subject_tags", ["tag"])
+
     # the requests recorded before this revision, in clear: sealed when the ledger is next opened
     op.create_table(
         "pending_sealing",
@@ -82,8 +72,7 @@ def upgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS request_subjects_no_delete")
         for table, kind, operations in (
                 ("data_keys", "deleted only by shredding", ("UPDATE",)),
-                ("subject_tag_keys", "deleted only by shredding", ("UPDATE",)),
-                ("subject_tags", "append-only", ("UPDATE", "DELETE"))):
+                ("subject_positions", "append-only", ("UPDATE", "DELETE"))):
             for operation in operations:
                 op.execute(
                     f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
@@ -92,13 +81,12 @@ def upgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS request_subjects_append_only ON request_subjects")
         op.execute("CREATE TRIGGER request_subjects_no_update BEFORE UPDATE ON request_subjects "
                    "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
-        for table in ("data_keys", "subject_tag_keys"):
-            op.execute(f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
-                       "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
-        op.execute("CREATE TRIGGER subject_tags_append_only BEFORE UPDATE OR DELETE ON "
-                   "subject_tags FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
-        op.execute("CREATE TRIGGER subject_tags_no_truncate BEFORE TRUNCATE ON subject_tags "
-                   "FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()")
+        op.execute("CREATE TRIGGER data_keys_no_update BEFORE UPDATE ON data_keys "
+                   "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
+        op.execute("CREATE TRIGGER subject_positions_append_only BEFORE UPDATE OR DELETE ON "
+                   "subject_positions FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
+        op.execute("CREATE TRIGGER subject_positions_no_truncate BEFORE TRUNCATE ON "
+                   "subject_positions FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()")
 
 
 def downgrade() -> None:
@@ -112,7 +100,5 @@ def downgrade() -> None:
         op.execute("CREATE TRIGGER request_subjects_append_only BEFORE UPDATE OR DELETE ON "
                    "request_subjects FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
     op.drop_table("pending_sealing")
-    op.drop_index("ix_subject_tags_tag", table_name="subject_tags")
-    op.drop_table("subject_tags")
-    op.drop_table("subject_tag_keys")
+    op.drop_table("subject_positions")
     op.drop_table("data_keys")
