@@ -38,7 +38,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Column,
     ForeignKey,
-    Integer,
     String,
     Table,
     delete,
@@ -50,7 +49,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel
 
-from legal_bases import limits
 from legal_bases.table import sha256
 from records.chain_keys import ChainKey, ChainKeys
 from records.errors import DataKeyError
@@ -86,20 +84,6 @@ class DataKeyRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
-class SubjectPositionRow(SQLModel, table=True):
-    """One subject of a request by position and kind of number only (insert-only, kept for
-    good): what the Logboek export needs to keep one line per subject once the request's
-    pseudonyms are shredded. It names no one."""
-
-    __tablename__ = "subject_positions"
-
-    request_id: str = Field(sa_column=Column(
-        String(ID_LENGTH), ForeignKey("requests.id", name="fk_subject_positions_request_id"),
-        primary_key=True))
-    position: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
-    id_type: str = Field(sa_column=Column(String(limits.COLUMN_ID_TYPE_LENGTH), nullable=False))
-
-
 class PendingSealing(SQLModel, table=True):
     """A request recorded in clear before 0.8.0, still to be sealed (deleted once sealed,
     :mod:`records.legacy_sealing`): the only request whose raw body may be read in clear."""
@@ -111,11 +95,10 @@ class PendingSealing(SQLModel, table=True):
         primary_key=True))
 
 
-for _table in ("data_keys", "subject_positions"):
+for _table in ("data_keys", "pending_sealing"):
     add_length_checks(SQLModel.metadata.tables[_table])
 
 DATA_KEYS: Table = DataKeyRow.__table__  # type: ignore[attr-defined]
-SUBJECT_POSITIONS: Table = SubjectPositionRow.__table__  # type: ignore[attr-defined]
 PENDING_SEALING: Table = PendingSealing.__table__  # type: ignore[attr-defined]
 
 
@@ -309,15 +292,6 @@ def same_body(key: DataKey | None, stored_hash: str, basis: str) -> bool:
     sha256. A shredded request (no key) is never the same: its body can no longer be known."""
     return sha256(basis) == stored_hash or (
         key is not None and body_digest(key, basis) == stored_hash)
-
-
-# --- subject positions ---------------------------------------------------------------------
-
-def position_rows(request_id: str, id_types: Sequence[str]) -> list[dict[str, Any]]:
-    """The ``subject_positions`` rows of one request's subjects, by their kinds of number in
-    order (positions as in request_subjects)."""
-    return [{"request_id": request_id, "position": position, "id_type": id_type}
-            for position, id_type in enumerate(id_types)]
 
 
 def wrapped_keys(session: Session | Connection,

@@ -230,8 +230,6 @@ def _record_subjects(session: Session, row: RequestRow, request: DisclosureReque
                                                           strict=True))]
     if rows:
         session.execute(insert(_SUBJECTS), rows)
-        session.execute(insert(data_keys.SUBJECT_POSITIONS), data_keys.position_rows(
-            row.id, [s.id_type.value for s in request.subjects]))
     return pseudonyms
 
 

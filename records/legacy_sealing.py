@@ -80,7 +80,6 @@ def _seal(session: Session, ids: list[str]) -> int:
     keys: list[dict[str, object]] = []
     bodies: list[tuple[str, str]] = []
     motivations: list[tuple[str, int, str, str]] = []
-    positions: list[dict[str, object]] = []
     subjects: dict[str, list[tuple[str, str]]] = {}
     for subject in session.execute(select(_SUBJECTS.c.request_id, _SUBJECTS.c.id_type,
                                           _SUBJECTS.c.pseudonym)
@@ -101,7 +100,6 @@ def _seal(session: Session, ids: list[str]) -> int:
         for seq, clear in answers.get(row.id, []):
             if not data_keys.is_sealed(clear):
                 motivations.append((row.id, seq, clear, key.seal(data_keys.MOTIVATION, clear)))
-        positions += data_keys.position_rows(row.id, [t for t, _ in subjects.get(row.id, [])])
     _lift_guards(session)
     for request_id, sealed in bodies:
         session.execute(update(_REQUESTS).where(_REQUESTS.c.id == request_id)
@@ -112,13 +110,11 @@ def _seal(session: Session, ids: list[str]) -> int:
     _restore_guards(session)
     if keys:
         session.execute(insert(data_keys.DATA_KEYS), keys)
-    if positions:
-        session.execute(insert(data_keys.SUBJECT_POSITIONS), positions)
     session.execute(delete(_PENDING).where(_PENDING.c.request_id.in_(ids)))
     chain.append_event_rows(session=session, events=[NewEvent(
         kind=REQUESTS_SEALED, occurred_at=datetime.now(UTC), actor="engine", payload={
             "requests": len(bodies), "motivations": len(motivations),
-            "subject_positions": len(positions), "first": ids[0], "last": ids[-1],
+            "first": ids[0], "last": ids[-1],
             # each answer's motivation: the digest its event committed to (of the clear text)
             # and the digest of the sealed text that replaced it, so the answer stays
             # verifiable once the key is gone

@@ -61,10 +61,11 @@ from legal_bases.limits import (
 )
 from legal_bases.table import GroundTable
 from legal_bases.vocabulary import SubjectIdType
-from records import data_keys
+from records import chain
 from records.decisions import in_chunks
 from records.ledger import local_days
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestSubject
+from records.vocabulary import EventKind
 
 _DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]
 _REQUESTS: Table = RequestRow.__table__  # type: ignore[attr-defined]
@@ -173,21 +174,30 @@ def logboek_records(*, session: Session, start: date, end: date, table: GroundTa
 
 def _subjects(session: Session,
               request_ids: Sequence[str]) -> dict[str, list[tuple[int, str, str | None]]]:
-    """Each request's subjects: position, id type and pseudonym — None once the request is
-    shredded (its line stays, without the subject's id: the subject positions keep it)."""
+    """Each request's subjects: position, id type and pseudonym. Once a request is shredded its
+    pseudonyms are gone; its lines stay, without the subject's id, from the kinds of number its
+    sealed ``request_shredded`` event lists."""
     found: dict[str, list[tuple[int, str, str | None]]] = {}
-    tags = data_keys.SUBJECT_POSITIONS
     for chunk in in_chunks(request_ids, AUDIT_IN_CHUNK):
         for row in session.execute(
-                select(tags.c.request_id, tags.c.position, tags.c.id_type, _SUBJECTS.c.pseudonym)
-                .select_from(tags.outerjoin(_SUBJECTS, (_SUBJECTS.c.request_id
-                                                        == tags.c.request_id)
-                                            & (_SUBJECTS.c.position == tags.c.position)))
-                .where(tags.c.request_id.in_(chunk))
-                .order_by(tags.c.request_id, tags.c.position)):
+                select(_SUBJECTS.c.request_id, _SUBJECTS.c.position, _SUBJECTS.c.id_type,
+                       _SUBJECTS.c.pseudonym)
+                .where(_SUBJECTS.c.request_id.in_(chunk))
+                .order_by(_SUBJECTS.c.request_id, _SUBJECTS.c.position)):
             found.setdefault(row.request_id, []).append((row.position, row.id_type,
                                                          row.pseudonym))
+        missing = [r for r in chunk if r not in found]
+        if missing:
+            for event in chain.sealed_events(session=session, kind=EventKind.REQUEST_SHREDDED.value,
+                                             request_ids=missing):
+                kinds = str(event.payload.get("subject_types") or "")
+                found[event.request_id] = [(position, _KIND_OF.get(letter, letter), None)
+                                           for position, letter in enumerate(kinds)]
     return found
+
+
+#: The kinds of number a shredded request's event lists, one letter each.
+_KIND_OF = {"b": "bsn", "o": "onderwijsnummer"}
 
 
 class _Lines:

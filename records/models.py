@@ -323,6 +323,5 @@ for _name in LEDGER_TABLES:
 
 #: The tables of legal review (records/reviews.py), insert-only like the record.
 REVIEW_TABLES = ("reviewers", "reviewer_removals", "totp_uses", "review_answers")
-#: The subjects by position and kind of number (records/data_keys.py), insert-only.
-APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES, "subject_positions")
+APPEND_ONLY_TABLES = (*APPEND_ONLY_TABLES, *REVIEW_TABLES)
 LEDGER_TABLES = (*APPEND_ONLY_TABLES, *SHREDDABLE_TABLES, "request_status")

@@ -19,7 +19,8 @@ Shredding a request, in one transaction with its audit event:
 
 What stays is the proof: the request's ids, partner, body, ground, dates, the decisions and
 deliveries with their categories, the chain, and its subjects by position and kind of number
-(``subject_positions``, for the Logboek). The transparency report's distinct subjects of a year
+(in the ``request_shredded`` event, for the Logboek). The transparency report's distinct
+subjects of a year
 are frozen on the chain (counts only) before the first of its requests is shredded
 (:func:`freeze_years`): nothing that stays links a shredded request to anyone.
 
@@ -76,6 +77,15 @@ DONE = (RequestState.INVALID.value, RequestState.REJECTED.value, RequestState.DE
 ACTOR = "retention"
 #: How often the write-ahead log's checkpoint is tried after a run (a reader may hold it up).
 PURGE_TRIES = 5
+
+
+#: One letter per kind of subject number in a shredded request's ``subject_types``.
+SUBJECT_TYPE_LETTERS = {"bsn": "b", "onderwijsnummer": "o"}
+
+
+def subject_types(kinds: Sequence[str]) -> str:
+    """The kinds of number of a request's subjects, in order, one letter each."""
+    return "".join(SUBJECT_TYPE_LETTERS.get(kind, "?") for kind in kinds)
 
 
 class RetentionError(LedgerError):
@@ -272,9 +282,12 @@ def shred(*, session: Session, due: Sequence[Due], now: datetime,
     if not todo:
         return 0, 0, 0
     ids = [d.request_id for d in todo]
-    subjects: dict[str, int] = dict(session.execute(
-        select(_SUBJECTS.c.request_id, func.count()).where(_SUBJECTS.c.request_id.in_(ids))
-        .group_by(_SUBJECTS.c.request_id)).all())
+    kinds: dict[str, list[str]] = {}
+    for row in session.execute(select(_SUBJECTS.c.request_id, _SUBJECTS.c.id_type)
+                               .where(_SUBJECTS.c.request_id.in_(ids))
+                               .order_by(_SUBJECTS.c.request_id, _SUBJECTS.c.position)):
+        kinds.setdefault(row.request_id, []).append(row.id_type)
+    subjects = {request_id: len(found) for request_id, found in kinds.items()}
     answers: dict[str, int] = dict(session.execute(
         select(_ANSWERS.c.request_id, func.count()).where(_ANSWERS.c.request_id.in_(ids))
         .group_by(_ANSWERS.c.request_id)).all())
@@ -287,7 +300,9 @@ def shred(*, session: Session, due: Sequence[Due], now: datetime,
             "counted_from": d.term.counted_from.value, "term_started": d.started.isoformat(),
             "term_ended": d.ended.isoformat(),
             "removed": {"data_key": 1, "subject_rows": int(subjects.get(d.request_id, 0)),
-                        "motivations": int(answers.get(d.request_id, 0))}})
+                        "motivations": int(answers.get(d.request_id, 0))},
+            # the kind of number of each subject, in order (the Logboek keeps a line each)
+            "subject_types": subject_types(kinds.get(d.request_id, []))})
         for d in todo])
     return len(todo), sum(subjects.values()), sum(answers.values())
 

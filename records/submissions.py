@@ -200,7 +200,6 @@ def _record(session: Session, submissions: Sequence[Submission],
     known = data_keys.keys_for(session, [request_id for request_id, _ in accepted.values()])
     vault = data_keys.vault_of(session)
     keys: list[dict[str, Any]] = []
-    positions: list[dict[str, Any]] = []
     results: list[Recorded] = []
     rows: list[dict[str, Any]] = []
     subjects: list[dict[str, Any]] = []
@@ -243,8 +242,6 @@ def _record(session: Session, submissions: Sequence[Submission],
                              "id_type": subject.id_type.value, "pseudonym": pseudonym}
                             for position, (subject, pseudonym)
                             in enumerate(zip(request.subjects, pseudonyms, strict=True)))
-            positions.extend(data_keys.position_rows(
-                request_id, [s.id_type.value for s in request.subjects]))
         keys.append(key_row)
         rows.append(values)
         statuses.append({"request_id": request_id, "state": state.value,
@@ -255,18 +252,16 @@ def _record(session: Session, submissions: Sequence[Submission],
         results.append(Recorded(recording, request_id, state, values["received_at"],
                                 values["reference"], existing_id))
     if rows:
-        _insert(session, rows, keys=keys, subjects=subjects, positions=positions, statuses=statuses)
+        _insert(session, rows, keys=keys, subjects=subjects, statuses=statuses)
         chain.append_event_rows(session=session, events=events)
     return results
 
 
 def _insert(session: Session, rows: list[dict[str, Any]], *, keys: list[dict[str, Any]],
-            subjects: list[dict[str, Any]], positions: list[dict[str, Any]],
-            statuses: list[dict[str, Any]]) -> None:
+            subjects: list[dict[str, Any]], statuses: list[dict[str, Any]]) -> None:
     """Insert a batch's rows, table by table (one statement each, subjects in chunks)."""
     session.execute(insert(_REQUESTS), rows)
     session.execute(insert(data_keys.DATA_KEYS), keys)
     for start in range(0, len(subjects), 5000):
         session.execute(insert(_SUBJECTS), subjects[start:start + 5000])
-        session.execute(insert(data_keys.SUBJECT_POSITIONS), positions[start:start + 5000])
     session.execute(insert(_STATUS), statuses)

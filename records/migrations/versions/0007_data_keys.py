@@ -3,8 +3,6 @@
 * ``data_keys``: each request's data key, wrapped by a key-encryption key kept outside the
   database (records/data_keys.py). Rows are deleted when a request is shredded under its
   retention term; UPDATE is refused.
-* ``subject_positions``: a request's subjects by position and kind of number only, for the
-  Logboek lines that stay once a request is shredded (insert-only; names no one).
 * ``request_subjects`` (the inzage index, by pseudonym) loses its DELETE trigger: a shredded
   request's rows are deleted with its data key. UPDATE stays refused; the chain's subjects digest
   and the ``request_shredded`` event let ``audit verify`` tell a shredding from a deletion.
@@ -51,15 +49,6 @@ def upgrade() -> None:
         sa.Column("created_at", _timestamp(), nullable=False),
         *_lengths("data_keys", request_id=36, kek_id=32, wrapped=96),
     )
-    op.create_table(
-        "subject_positions",
-        sa.Column("request_id", sa.String(36), sa.ForeignKey(
-            "requests.id", name="fk_subject_positions_request_id"), primary_key=True),
-        sa.Column("position", sa.Integer(), primary_key=True, autoincrement=False),
-        sa.Column("id_type", sa.String(16), nullable=False),
-        *_lengths("subject_positions", request_id=36, id_type=16),
-    )
-
     # the requests recorded before this revision, in clear: sealed when the ledger is next opened
     op.create_table(
         "pending_sealing",
@@ -71,8 +60,7 @@ def upgrade() -> None:
     if dialect == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS request_subjects_no_delete")
         for table, kind, operations in (
-                ("data_keys", "deleted only by shredding", ("UPDATE",)),
-                ("subject_positions", "append-only", ("UPDATE", "DELETE"))):
+                ("data_keys", "deleted only by shredding", ("UPDATE",)),):
             for operation in operations:
                 op.execute(
                     f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
@@ -83,10 +71,6 @@ def upgrade() -> None:
                    "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
         op.execute("CREATE TRIGGER data_keys_no_update BEFORE UPDATE ON data_keys "
                    "FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
-        op.execute("CREATE TRIGGER subject_positions_append_only BEFORE UPDATE OR DELETE ON "
-                   "subject_positions FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
-        op.execute("CREATE TRIGGER subject_positions_no_truncate BEFORE TRUNCATE ON "
-                   "subject_positions FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()")
 
 
 def downgrade() -> None:
@@ -100,5 +84,4 @@ def downgrade() -> None:
         op.execute("CREATE TRIGGER request_subjects_append_only BEFORE UPDATE OR DELETE ON "
                    "request_subjects FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()")
     op.drop_table("pending_sealing")
-    op.drop_table("subject_positions")
     op.drop_table("data_keys")
