@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ def measure(engine: Engine, count: int) -> dict[str, float]:
     with Session(engine) as session, session.begin():
         session.execute(text("UPDATE request_status SET state = 'rejected'"))
     started = time.perf_counter()
-    run = run_retention(engine, accountability=load_accountability(), today=date(2050, 1, 3))
+    run = run_retention(engine, accountability=load_accountability(),
+                        now=datetime(2050, 1, 3, 2, 30, tzinfo=UTC))
     figures["shred_per_s"] = run.shredded / (time.perf_counter() - started)
     figures["shredded"] = run.shredded
     return figures
