@@ -65,6 +65,7 @@ from records import chain
 from records.decisions import in_chunks
 from records.ledger import local_days
 from records.models import DecisionRow, DeliveryRow, RequestRow, RequestSubject
+from records.retention import SUBJECT_TYPE_LETTERS
 from records.vocabulary import EventKind
 
 _DELIVERIES: Table = DeliveryRow.__table__  # type: ignore[attr-defined]
@@ -196,8 +197,8 @@ def _subjects(session: Session,
     return found
 
 
-#: The kinds of number a shredded request's event lists, one letter each.
-_KIND_OF = {"b": "bsn", "o": "onderwijsnummer"}
+#: The kinds of number a shredded request's event lists, one letter each (the other way round).
+_KIND_OF = {letter: kind for kind, letter in SUBJECT_TYPE_LETTERS.items()}
 
 
 class _Lines:
