@@ -39,7 +39,7 @@ from legal_bases.table import GroundTable
 from records.api_keys import issue_key, revoke_keys
 from records.chain import verify_chain
 from records.data_keys import SEALED_PREFIX
-from records.ledger import audit_events_for, count_requests, raw_body_of
+from records.ledger import audit_events_for, count_requests, raw_body_of, received_on
 from records.models import RequestRow, RequestStatus
 from records.pseudonym import Pseudonymizer
 from records.queue import claim_requests
@@ -654,8 +654,10 @@ def test_a_partner_follows_its_request_to_delivery(
         before = api.get(f"/v1/requests/{request_id}").json()
         assert (before["state"], before["decision"], before["delivery"]["status"]) == (
             "received", None, "pending")
-        assert before["deadline"] == (datetime.fromisoformat(
-            before["received_at"]).date() + timedelta(days=28)).isoformat()
+        # counted from the day of receipt in the Netherlands (not the UTC date: they differ
+        # from 23:00 or 22:00 UTC on)
+        assert before["deadline"] == (received_on(datetime.fromisoformat(
+            before["received_at"])) + timedelta(days=28)).isoformat()
         rt = Runtime(settings=load_settings(data_dir=tmp_path), ledger=ledger_engine,
                      register_engine=register, table=shipped_table,
                      partners=load_partners(PARTNERS_FILE),
